@@ -1,0 +1,271 @@
+"""Input files and options: each mistake is a clear error raised before any model is loaded."""
+
+import pytest
+from conftest import CLASS_NAMES, NEWS_TEXTS, write_lines
+
+from zsdistill.cli import main
+from zsdistill.data import (
+    InputError,
+    check_hypothesis_template,
+    check_output_dir,
+    read_class_names,
+    read_texts,
+)
+
+
+def test_read_texts_skips_blank_lines(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("first\n\n  second  \r\n \t \nthird", encoding="utf-8")
+    data = read_texts(path)
+    assert data.texts == ["first", "second", "third"]
+    assert data.blank_lines == 2
+
+
+def test_read_texts_final_newline_not_blank(tmp_path):
+    data = read_texts(write_lines(tmp_path / "texts.txt", ["one", "two"]))
+    assert data.texts == ["one", "two"]
+    assert data.blank_lines == 0
+
+
+def test_read_texts_keeps_line_separator_characters(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("one\u2028still one\ntwo\n", encoding="utf-8")
+    assert read_texts(path).texts == ["one\u2028still one", "two"]
+
+
+def test_read_texts_strips_byte_order_mark(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_bytes("\ufeffone\ntwo\n".encode())
+    assert read_texts(path).texts == ["one", "two"]
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(InputError, match="Data file not found"):
+        read_texts(tmp_path / "nothing.txt")
+
+
+def test_data_file_is_directory(tmp_path):
+    with pytest.raises(InputError, match="is not a file"):
+        read_texts(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "  \n\t\n"])
+def test_empty_data_file(tmp_path, content):
+    path = tmp_path / "texts.txt"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match="empty or contains only blank lines"):
+        read_texts(path)
+
+
+def test_non_utf8_names_line(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_bytes("one\ntwo\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="line 3") as raised:
+        read_texts(path)
+    assert "UTF-8" in str(raised.value)
+    assert "iconv" in str(raised.value)
+
+
+def test_class_names_stripped(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text(" sports \nbusiness\n\n\n", encoding="utf-8")
+    assert read_class_names(path) == ["sports", "business"]
+
+
+def test_blank_class_name(tmp_path):
+    path = write_lines(tmp_path / "classes.txt", ["sports", "  ", "business"])
+    with pytest.raises(InputError, match="blank class name on line 2"):
+        read_class_names(path)
+
+
+def test_duplicate_class_name(tmp_path):
+    path = write_lines(tmp_path / "classes.txt", ["sports", "business", "sports"])
+    with pytest.raises(InputError, match="'sports' twice, on lines 1 and 3"):
+        read_class_names(path)
+
+
+def test_no_class_names(tmp_path):
+    path = write_lines(tmp_path / "classes.txt", [""])
+    with pytest.raises(InputError, match="Class names file .* empty"):
+        read_class_names(path)
+
+
+@pytest.mark.parametrize("template", ["This example is {}.", "{}", "Topic: {} {{not a field}}"])
+def test_valid_templates(template):
+    check_hypothesis_template(template)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("This example is about sports.", "0 placeholders"),
+        ("{} or {}", "2 placeholders"),
+        ("This example is {label}.", "'{label}' has a name or index"),
+        ("This example is {0}.", "'{0}' has a name or index"),
+        ("This example is {:>10}.", "conversion or format spec"),
+        ("This example is {!r}.", "conversion or format spec"),
+        ("This example is {.", "Invalid --hypothesis_template"),
+    ],
+)
+def test_invalid_templates(template, message):
+    with pytest.raises(InputError, match=message):
+        check_hypothesis_template(template)
+
+
+def test_output_dir_with_files(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="--overwrite_output_dir"):
+        check_output_dir(tmp_path, overwrite=False)
+    check_output_dir(tmp_path, overwrite=True)
+
+
+def test_output_dir_empty_or_new(tmp_path):
+    check_output_dir(tmp_path, overwrite=False)
+    check_output_dir(tmp_path / "new", overwrite=False)
+
+
+def test_output_dir_is_file(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        check_output_dir(path, overwrite=True)
+
+
+def run_cli(tmp_path, data_lines=None, class_lines=None, *extra, data_bytes=None):
+    """Run the command with a teacher path that does not exist, so any model loading would fail differently."""
+    data_file = tmp_path / "texts.txt"
+    if data_bytes is not None:
+        data_file.write_bytes(data_bytes)
+    else:
+        write_lines(data_file, NEWS_TEXTS if data_lines is None else data_lines)
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES if class_lines is None else class_lines)
+    return main(
+        [
+            "--data_file",
+            str(data_file),
+            "--class_names_file",
+            str(class_file),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--teacher_name_or_path",
+            str(tmp_path / "teacher_never_loaded"),
+            "--student_name_or_path",
+            str(tmp_path / "student_never_loaded"),
+            "--cpu",
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"data_lines": ["", "  "]}, "empty or contains only blank lines"),
+        ({"data_bytes": b"ok\n\xff\xfe\n"}, "line 2"),
+        ({"class_lines": ["sports", "", "business"]}, "blank class name on line 2"),
+        ({"class_lines": ["sports", "sports"]}, "'sports' twice"),
+        ({"class_lines": [""]}, "Class names file"),
+    ],
+)
+def test_cli_input_errors_before_models(tmp_path, capsys, kwargs, message):
+    assert (
+        run_cli(tmp_path, kwargs.get("data_lines"), kwargs.get("class_lines"), data_bytes=kwargs.get("data_bytes"))
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert message in error
+    assert "Could not load" not in error
+
+
+def test_cli_template_error_before_models(tmp_path, capsys):
+    assert run_cli(tmp_path, None, None, "--hypothesis_template", "no placeholder") == 2
+    assert "0 placeholders" in capsys.readouterr().err
+
+
+def test_cli_output_dir_error_before_models(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_text("")
+    assert run_cli(tmp_path) == 2
+    assert "already contains files" in capsys.readouterr().err
+
+
+def test_cli_missing_data_file(tmp_path, capsys):
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    argv = ["--data_file", str(tmp_path / "missing.txt"), "--class_names_file", str(class_file)]
+    assert main([*argv, "--output_dir", str(tmp_path / "out")]) == 2
+    assert "Data file not found" in capsys.readouterr().err
+
+
+def test_cli_missing_teacher(tmp_path, capsys):
+    assert run_cli(tmp_path) == 2
+    error = capsys.readouterr().err
+    assert "Could not load the teacher" in error
+    assert "teacher_never_loaded" in error
+
+
+def test_cli_missing_student_before_teacher_pass(tmp_path, capsys, bert_teacher):
+    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
+    assert main([*argv, "--teacher_name_or_path", str(bert_teacher), "--student_name_or_path", "/no/student"]) == 2
+    assert "Could not load the student" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_random_head_teacher_rejected(tmp_path, capsys, student):
+    # A plain encoder has no NLI head: its labels are LABEL_0 and LABEL_1, so no entailment class is found.
+    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
+    assert main([*argv, "--teacher_name_or_path", str(student), "--student_name_or_path", str(student)]) == 2
+    assert "no entailment class" in capsys.readouterr().err
+
+
+def test_cli_teacher_without_trained_head_rejected(tmp_path, capsys, student):
+    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
+    ids = ["--entailment_id", "1", "--contradiction_id", "0"]
+    assert main([*argv, "--teacher_name_or_path", str(student), "--student_name_or_path", str(student), *ids]) == 2
+    error = capsys.readouterr().err
+    assert "initialized them at random" in error
+    assert "classifier.weight" in error
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--temperature", "0"),
+        ("--temperature", "-1"),
+        ("--teacher_batch_size", "0"),
+        ("--per_device_train_batch_size", "-2"),
+        ("--learning_rate", "0"),
+        ("--num_train_epochs", "0"),
+        ("--warmup_ratio", "1.5"),
+        ("--validation_split", "1"),
+        ("--gradient_accumulation_steps", "0"),
+        ("--max_length", "0"),
+        ("--mixed_precision", "fp8"),
+    ],
+)
+def test_invalid_option_values(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as raised:
+        run_cli(tmp_path, None, None, flag, value)
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert flag in error
+    assert value in error
+
+
+def test_multi_label_needs_contradiction(tmp_path, capsys, student):
+    from conftest import save_teacher
+
+    teacher = save_teacher(tmp_path / "en", ["entailment", "neutral"])
+    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
+    argv += ["--teacher_name_or_path", str(teacher), "--student_name_or_path", str(student), "--multi_label"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "no contradiction class" in error
+    assert "--contradiction_id" in error

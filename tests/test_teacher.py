@@ -1,0 +1,207 @@
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import CLASS_NAMES, NEWS_TEXTS, save_teacher
+from transformers import AutoConfig, pipeline
+
+from zsdistill.data import InputError
+from zsdistill.models import load_config_and_tokenizer, load_teacher, max_input_length
+from zsdistill.soft_labels import soft_labels_from_logits
+from zsdistill.teacher import (
+    NLILabelIds,
+    build_hypotheses,
+    check_hypotheses_fit,
+    find_nli_label_ids,
+    score_pairs,
+)
+
+TEMPLATE = "This text is about {}."
+
+
+def run_teacher(teacher_dir, texts, class_names, batch_size=3, template=TEMPLATE, max_length=None, **id_overrides):
+    config, tokenizer = load_config_and_tokenizer(str(teacher_dir), "teacher")
+    label_ids = find_nli_label_ids(config, **id_overrides)
+    limit = max_input_length(tokenizer, config, max_length)
+    hypotheses = build_hypotheses(template, class_names)
+    check_hypotheses_fit(tokenizer, hypotheses, class_names, limit)
+    model = load_teacher(str(teacher_dir))
+    return score_pairs(Accelerator(cpu=True), model, tokenizer, texts, hypotheses, label_ids, batch_size, limit)
+
+
+def pipeline_scores(teacher_dir, texts, class_names, multi_label, template=TEMPLATE) -> torch.Tensor:
+    """The zero-shot pipeline's scores as an (N, K) tensor in class-name order."""
+    classifier = pipeline("zero-shot-classification", model=str(teacher_dir), device="cpu")
+    rows = []
+    for text in texts:
+        result = classifier(text, candidate_labels=class_names, hypothesis_template=template, multi_label=multi_label)
+        by_label = dict(zip(result["labels"], result["scores"], strict=True))
+        rows.append([by_label[name] for name in class_names])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def config_with_labels(labels: list[str]):
+    return AutoConfig.for_model(
+        "bert", num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
+
+
+@pytest.mark.parametrize("architecture", ["bert", "roberta"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_scores_match_zero_shot_pipeline(architecture, multi_label, request):
+    teacher_dir = request.getfixturevalue(f"{architecture}_teacher")
+    logits = run_teacher(teacher_dir, NEWS_TEXTS, CLASS_NAMES)
+    ours = soft_labels_from_logits(logits, multi_label=multi_label)
+    expected = pipeline_scores(teacher_dir, NEWS_TEXTS, CLASS_NAMES, multi_label)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_single_class_matches_pipeline(bert_teacher):
+    # The pipeline scores a lone class as entailment against contradiction, whatever multi_label says.
+    logits = run_teacher(bert_teacher, NEWS_TEXTS[:3], ["sports"])
+    ours = soft_labels_from_logits(logits, multi_label=False)
+    expected = pipeline_scores(bert_teacher, NEWS_TEXTS[:3], ["sports"], multi_label=False)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(ours, torch.ones_like(ours))
+
+
+def test_single_text_matches_pipeline(roberta_teacher):
+    logits = run_teacher(roberta_teacher, NEWS_TEXTS[:1], CLASS_NAMES)
+    assert logits.entailment.shape == (1, len(CLASS_NAMES))
+    expected = pipeline_scores(roberta_teacher, NEWS_TEXTS[:1], CLASS_NAMES, multi_label=False)
+    torch.testing.assert_close(soft_labels_from_logits(logits, multi_label=False), expected, atol=1e-5, rtol=0)
+
+
+def test_real_contradiction_logit_differs_from_pipeline_guess(tmp_path):
+    # With entailment at index 0 the pipeline takes the last logit (here neutral) as contradiction.
+    teacher_dir = save_teacher(tmp_path / "ecn", ["entailment", "contradiction", "neutral"], "bert", seed=3)
+    logits = run_teacher(teacher_dir, NEWS_TEXTS, CLASS_NAMES)
+    ours = soft_labels_from_logits(logits, multi_label=True)
+    from_pipeline = pipeline_scores(teacher_dir, NEWS_TEXTS, CLASS_NAMES, multi_label=True)
+    assert (ours - from_pipeline).abs().max() > 1e-3
+
+    # Scored with the neutral logit as the contrast, ours equals the pipeline's, so the contrast is the only change.
+    logits_with_neutral = run_teacher(teacher_dir, NEWS_TEXTS, CLASS_NAMES, contradiction_id=2)
+    torch.testing.assert_close(
+        soft_labels_from_logits(logits_with_neutral, multi_label=True), from_pipeline, atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 64])
+def test_output_order_independent_of_batch_size(bert_teacher, batch_size):
+    reference = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES, batch_size=3)
+    logits = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES, batch_size=batch_size)
+    torch.testing.assert_close(logits.entailment, reference.entailment, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits.contradiction, reference.contradiction, atol=1e-5, rtol=0)
+
+
+def test_each_row_is_its_own_text(bert_teacher):
+    # Scoring texts one at a time gives the same rows as scoring them together, so no row belongs to another text.
+    together = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES, batch_size=4)
+    for index in (0, 3, len(NEWS_TEXTS) - 1):
+        alone = run_teacher(bert_teacher, [NEWS_TEXTS[index]], CLASS_NAMES)
+        torch.testing.assert_close(together.entailment[index], alone.entailment[0], atol=1e-5, rtol=0)
+
+
+def test_long_text_truncated_to_position_limit(tmp_path):
+    # This tokenizer sets no limit, so the 64 position embeddings are the limit.
+    teacher_dir = save_teacher(
+        tmp_path / "nolimit", ["entailment", "neutral", "contradiction"], tokenizer_max_length=None
+    )
+    long_text = " ".join(["football"] * 500)
+    logits = run_teacher(teacher_dir, [long_text, NEWS_TEXTS[0]], CLASS_NAMES)
+    assert logits.entailment.shape == (2, len(CLASS_NAMES))
+    assert torch.isfinite(logits.entailment).all()
+
+
+def test_long_text_matches_pipeline_truncation(bert_teacher):
+    long_text = " ".join(["market"] * 300)
+    logits = run_teacher(bert_teacher, [long_text], CLASS_NAMES)
+    expected = pipeline_scores(bert_teacher, [long_text], CLASS_NAMES, multi_label=False)
+    torch.testing.assert_close(soft_labels_from_logits(logits, multi_label=False), expected, atol=1e-5, rtol=0)
+
+
+def test_max_length_flag_lowers_limit(bert_teacher):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    assert max_input_length(tokenizer, config, None) == 64
+    assert max_input_length(tokenizer, config, 16) == 16
+    assert max_input_length(tokenizer, config, 1000) == 64
+
+
+def test_roberta_position_offset(roberta_teacher):
+    config, tokenizer = load_config_and_tokenizer(str(roberta_teacher), "teacher")
+    assert config.max_position_embeddings == 65
+    assert max_input_length(tokenizer, config, None) == 64
+
+
+def test_hypothesis_too_long_names_class(bert_teacher):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    class_names = ["sports", "a very long class name " * 10]
+    hypotheses = build_hypotheses(TEMPLATE, class_names)
+    with pytest.raises(InputError, match="a very long class name") as raised:
+        check_hypotheses_fit(tokenizer, hypotheses, class_names, 32)
+    assert "--max_length" in str(raised.value)
+    check_hypotheses_fit(tokenizer, hypotheses[:1], class_names[:1], 32)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (["entailment", "neutral", "contradiction"], NLILabelIds(0, 2)),
+        (["CONTRADICTION", "NEUTRAL", "ENTAILMENT"], NLILabelIds(2, 0)),
+        (["Entailment", "Contradiction", "Neutral"], NLILabelIds(0, 1)),
+        (["entailment", "not_entailment"], NLILabelIds(0, 1)),
+        (["not_entailment", "entailment"], NLILabelIds(1, 0)),
+        (["entailment", "neutral"], NLILabelIds(0, None)),
+    ],
+)
+def test_label_ids_found_by_name(labels, expected):
+    assert find_nli_label_ids(config_with_labels(labels)) == expected
+
+
+def test_label_ids_without_entailment_rejected():
+    with pytest.raises(InputError, match="no entailment class") as raised:
+        find_nli_label_ids(config_with_labels(["LABEL_0", "LABEL_1", "LABEL_2"]))
+    assert "--entailment_id" in str(raised.value)
+    assert "LABEL_0" in str(raised.value)
+
+
+def test_label_ids_overridden():
+    config = config_with_labels(["LABEL_0", "LABEL_1", "LABEL_2"])
+    assert find_nli_label_ids(config, entailment_id=2, contradiction_id=0) == NLILabelIds(2, 0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"entailment_id": 3}, "--entailment_id 3 is out of range"),
+        ({"entailment_id": -1}, "--entailment_id -1 is out of range"),
+        ({"entailment_id": 0, "contradiction_id": 5}, "--contradiction_id 5 is out of range"),
+        ({"entailment_id": 1, "contradiction_id": 1}, "both 1"),
+    ],
+)
+def test_label_id_overrides_checked(overrides, message):
+    with pytest.raises(InputError, match=message):
+        find_nli_label_ids(config_with_labels(["LABEL_0", "LABEL_1", "LABEL_2"]), **overrides)
+
+
+def test_missing_teacher_rejected(tmp_path):
+    with pytest.raises(InputError, match="Could not load the teacher") as raised:
+        load_config_and_tokenizer(str(tmp_path / "no_such_model"), "teacher")
+    assert "local path" in str(raised.value)
+
+
+def test_mixed_precision_scores_close(bert_teacher):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    label_ids = find_nli_label_ids(config)
+    hypotheses = build_hypotheses(TEMPLATE, CLASS_NAMES)
+    reference = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES)
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    logits = score_pairs(
+        accelerator, load_teacher(str(bert_teacher)), tokenizer, NEWS_TEXTS, hypotheses, label_ids, 4, 64
+    )
+    assert logits.entailment.dtype == torch.float32
+    torch.testing.assert_close(logits.entailment, reference.entailment, atol=5e-2, rtol=0)

@@ -1,0 +1,246 @@
+"""Command line: `zsdistill`, `python -m zsdistill` and `accelerate launch -m zsdistill`."""
+
+import argparse
+import logging
+import shlex
+import sys
+import warnings
+
+from zsdistill.data import InputError
+
+DEFAULT_TEACHER = "roberta-large-mnli"
+DEFAULT_STUDENT = "distilbert-base-uncased"
+DEFAULT_TEMPLATE = "This example is {}."
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+class _DeprecatedMultiClass(argparse.Action):
+    """`--multi_class`, the original script's name for `--multi_label`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warnings.warn("--multi_class is deprecated, use --multi_label", FutureWarning, stacklevel=1)
+        namespace.multi_label = True
+
+
+class _Fp16Alias(argparse.Action):
+    """`--fp16`, the TrainingArguments name for `--mixed_precision fp16`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.mixed_precision = "fp16"
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inputs and outputs")
+    group.add_argument(
+        "--data_file", required=True, help="UTF-8 text file with one unlabeled example per line; blank lines skipped"
+    )
+    group.add_argument("--class_names_file", required=True, help="UTF-8 text file with one class name per line")
+    group.add_argument("--output_dir", required=True, help="directory for the student, its tokenizer and model card")
+    group.add_argument(
+        "--overwrite_output_dir", action="store_true", help="write into --output_dir even if it already holds files"
+    )
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("teacher")
+    group.add_argument(
+        "--teacher_name_or_path",
+        default=DEFAULT_TEACHER,
+        help=f"NLI model, Hub name or local path (default: {DEFAULT_TEACHER})",
+    )
+    group.add_argument(
+        "--hypothesis_template",
+        default=DEFAULT_TEMPLATE,
+        help=f"hypothesis with one {{}} for the class name (default: {DEFAULT_TEMPLATE!r})",
+    )
+    group.add_argument(
+        "--multi_label",
+        action="store_true",
+        help="classes are independent: score each class as entailment against contradiction, train with a sigmoid",
+    )
+    group.add_argument(
+        "--multi_class", nargs=0, action=_DeprecatedMultiClass, help="deprecated alias of --multi_label"
+    )
+    group.add_argument(
+        "--temperature",
+        type=_positive_float,
+        default=1.0,
+        help="divides the teacher's logits before the softmax; above 1 smooths the soft labels (default: 1.0)",
+    )
+    group.add_argument(
+        "--teacher_batch_size",
+        type=_positive_int,
+        default=32,
+        help="(text, hypothesis) pairs per teacher forward pass, per process (default: 32)",
+    )
+    group.add_argument(
+        "--entailment_id",
+        type=int,
+        default=None,
+        help="index of the teacher's entailment logit (default: found by name in the teacher's config)",
+    )
+    group.add_argument(
+        "--contradiction_id",
+        type=int,
+        default=None,
+        help="index of the logit entailment is contrasted with in multi-label mode (default: found by name)",
+    )
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("student training")
+    group.add_argument(
+        "--student_name_or_path",
+        default=DEFAULT_STUDENT,
+        help=f"model to train, Hub name or local path; gets a new K-way head (default: {DEFAULT_STUDENT})",
+    )
+    group.add_argument(
+        "--per_device_train_batch_size",
+        type=_positive_int,
+        default=32,
+        help="texts per step, per process (default: 32)",
+    )
+    group.add_argument(
+        "--per_device_eval_batch_size",
+        type=_positive_int,
+        default=128,
+        help="texts per agreement batch, per process (default: 128)",
+    )
+    group.add_argument(
+        "--learning_rate", type=_positive_float, default=5e-5, help="peak AdamW learning rate (default: 5e-5)"
+    )
+    group.add_argument(
+        "--weight_decay",
+        type=_non_negative_float,
+        default=0.01,
+        help="AdamW weight decay on weight matrices (default: 0.01)",
+    )
+    group.add_argument(
+        "--num_train_epochs",
+        type=_positive_float,
+        default=3.0,
+        help="passes over the texts; may be fractional (default: 3)",
+    )
+    group.add_argument(
+        "--warmup_ratio",
+        type=_fraction,
+        default=0.1,
+        help="share of the optimizer steps with linearly rising learning rate (default: 0.1)",
+    )
+    group.add_argument(
+        "--gradient_accumulation_steps",
+        type=_positive_int,
+        default=1,
+        help="batches whose gradients are summed before each optimizer step (default: 1)",
+    )
+    group.add_argument(
+        "--max_grad_norm",
+        type=_non_negative_float,
+        default=1.0,
+        help="gradient clipping norm, 0 to disable (default: 1.0)",
+    )
+    group.add_argument(
+        "--validation_split",
+        type=_fraction,
+        default=0.05,
+        help="share of the texts held out to measure agreement with the teacher (default: 0.05)",
+    )
+    group.add_argument(
+        "--seed", type=int, default=42, help="seed for the head's initialization, split and shuffling (default: 42)"
+    )
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument(
+        "--max_length",
+        type=_positive_int,
+        default=None,
+        help="max tokens per teacher pair and per student text; texts are truncated (default: each model's limit)",
+    )
+    group.add_argument(
+        "--mixed_precision",
+        choices=["no", "fp16", "bf16"],
+        default=None,
+        help="autocast for the teacher pass and training (default: the accelerate config's, else no)",
+    )
+    group.add_argument("--fp16", nargs=0, action=_Fp16Alias, help="alias of --mixed_precision fp16")
+    group.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsdistill",
+        description=(
+            "Distill a zero-shot NLI classifier into a fast student: the teacher scores every (text, class) pair "
+            "of the unlabeled texts, and the student learns its soft labels, answering in one pass per text."
+        ),
+        epilog="Run on several processes or machines with `accelerate launch -m zsdistill ...`.",
+    )
+    add_input_arguments(parser)
+    add_teacher_arguments(parser)
+    add_training_arguments(parser)
+    add_runtime_arguments(parser)
+    return parser
+
+
+def _configure_logging() -> None:
+    import transformers
+    from rich.logging import RichHandler
+
+    from zsdistill.progress import console
+
+    # zsdistill draws its own progress bars; transformers' bars for loading and saving weights would interleave.
+    transformers.utils.logging.disable_progress_bar()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run the main job. Input errors print a message and exit with status 2."""
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging()
+
+    # Imported here so that `--help` and argument errors answer before torch and transformers load.
+    from zsdistill.distill import distill
+
+    try:
+        distill(args, command=shlex.join(["zsdistill", *argv]))
+    except InputError as error:
+        print(f"zsdistill: error: {error}", file=sys.stderr)
+        return 2
+    return 0

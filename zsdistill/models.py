@@ -1,0 +1,109 @@
+"""Load the teacher and student checkpoints, by Hub name or local path, and read their input limits."""
+
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from zsdistill.data import InputError
+
+# Model types whose learned position embeddings start after the padding index, so that
+# `max_position_embeddings` is larger than the longest input by `pad_token_id + 1`.
+_POSITION_OFFSET_MODEL_TYPES = {
+    "camembert",
+    "data2vec-text",
+    "ibert",
+    "longformer",
+    "roberta",
+    "roberta-prelayernorm",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "xmod",
+}
+# Tokenizers without a known limit report `model_max_length` as a huge sentinel (int(1e30) in transformers).
+_NO_TOKENIZER_LIMIT = 1_000_000
+
+
+def load_config_and_tokenizer(name_or_path: str, role: str) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
+    """Load a checkpoint's config and tokenizer, which is quick, so that a wrong name fails before any real work."""
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"Could not load the {role} {name_or_path!r}: {error}\n"
+            f"Give a Hub model name, or the path of a directory written by save_pretrained(). "
+            f"On a machine without network access, give a local path."
+        ) from None
+    if tokenizer.pad_token is None:
+        raise InputError(
+            f"The tokenizer of the {role} {name_or_path!r} has no padding token, which batching needs. "
+            f"Save a copy with `tokenizer.pad_token = tokenizer.eos_token` and give its path."
+        )
+    return config, tokenizer
+
+
+def max_input_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig, max_length: int | None) -> int:
+    """Return the token limit of one input: the smallest of `max_length`, the tokenizer's and the positions' limits."""
+    limits = []
+    if max_length is not None:
+        limits.append(max_length)
+    if tokenizer.model_max_length < _NO_TOKENIZER_LIMIT:
+        limits.append(tokenizer.model_max_length)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None:
+        # NOTE: only the model types listed above are known to offset positions; another type that does would
+        # get a limit too large by pad_token_id + 1 and fail on its longest inputs.
+        if config.model_type in _POSITION_OFFSET_MODEL_TYPES:
+            positions -= (config.pad_token_id or 0) + 1
+        limits.append(positions)
+    if not limits:
+        raise InputError(
+            f"The input limit of {config.name_or_path or 'the model'} is unknown: neither its tokenizer nor its "
+            f"config sets one. Pass --max_length."
+        )
+    return min(limits)
+
+
+def load_teacher(name_or_path: str) -> PreTrainedModel:
+    """Load the NLI teacher's weights, rejecting a checkpoint whose classification head would be random."""
+    model, loading_info = AutoModelForSequenceClassification.from_pretrained(name_or_path, output_loading_info=True)
+    if loading_info["missing_keys"]:
+        missing = ", ".join(sorted(loading_info["missing_keys"])[:5])
+        raise InputError(
+            f"The teacher {name_or_path!r} lacks trained weights for {missing}, so transformers initialized them "
+            f"at random and its scores would be noise. Give a checkpoint fine-tuned for NLI, such as "
+            f"roberta-large-mnli."
+        )
+    return model
+
+
+def load_student(name_or_path: str, class_names: list[str], multi_label: bool) -> PreTrainedModel:
+    """Load the student with a freshly initialized K-way head named after the classes.
+
+    `problem_type` makes `pipeline("text-classification")` apply a sigmoid per class for a multi-label student
+    and a softmax over the classes otherwise.
+    """
+    config = AutoConfig.from_pretrained(
+        name_or_path,
+        num_labels=len(class_names),
+        id2label=dict(enumerate(class_names)),
+        label2id={name: index for index, name in enumerate(class_names)},
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+    )
+    # The head is new by design, so transformers' report of its missing weights is silenced. A student that
+    # already has a classification head of another size gets a new one too.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, config=config, ignore_mismatched_sizes=True
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model

@@ -1,0 +1,168 @@
+"""The NLI teacher: find its entailment and contradiction logits, and score every (text, hypothesis) pair."""
+
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+from zsdistill.data import InputError
+from zsdistill.progress import make_progress
+
+_CONTRADICTION_NAMES = ("contradiction", "not_entailment", "non_entailment", "not entailment", "non-entailment")
+
+
+@dataclass(frozen=True)
+class NLILabelIds:
+    """Indices of the teacher's entailment logit and of the logit that entailment is contrasted with."""
+
+    entailment: int
+    contradiction: int | None
+
+
+@dataclass
+class TeacherLogits:
+    """The teacher's raw logits for every (example, class) pair, shape (N, K), float32, in input order."""
+
+    entailment: torch.Tensor
+    contradiction: torch.Tensor | None
+
+
+def find_nli_label_ids(
+    config: PretrainedConfig, entailment_id: int | None = None, contradiction_id: int | None = None
+) -> NLILabelIds:
+    """Find the entailment and contradiction logits by name in `config.label2id`, unless given explicitly.
+
+    Names match case-insensitively. A binary `entailment` / `not_entailment` model uses `not_entailment` as the
+    contradiction. Raise InputError when no label is named as entailment, rather than guess an index.
+    """
+    num_labels = config.num_labels
+    for flag, value in (("--entailment_id", entailment_id), ("--contradiction_id", contradiction_id)):
+        if value is not None and not 0 <= value < num_labels:
+            raise InputError(
+                f"{flag} {value} is out of range: the teacher has {num_labels} labels, 0 to {num_labels - 1}."
+            )
+
+    label2id = {name.lower(): index for name, index in (config.label2id or {}).items()}
+    labels_text = ", ".join(f"{index}: {name}" for name, index in sorted(config.label2id.items(), key=lambda x: x[1]))
+
+    if entailment_id is None:
+        entailment_id = next((index for name, index in label2id.items() if name.startswith("entail")), None)
+    if entailment_id is None:
+        raise InputError(
+            f"The teacher's labels ({labels_text}) name no entailment class, so its entailment logit is unknown. "
+            f"Use an NLI model, or pass --entailment_id (and --contradiction_id for --multi_label) with the "
+            f"indices of its entailment and contradiction logits."
+        )
+
+    if contradiction_id is None:
+        contradiction_id = next((label2id[name] for name in _CONTRADICTION_NAMES if name in label2id), None)
+    if contradiction_id == entailment_id:
+        raise InputError(
+            f"--entailment_id and --contradiction_id are both {entailment_id}. They must name two different logits "
+            f"of the teacher ({labels_text})."
+        )
+    return NLILabelIds(entailment=entailment_id, contradiction=contradiction_id)
+
+
+def build_hypotheses(hypothesis_template: str, class_names: list[str]) -> list[str]:
+    """Fill the template with each class name, as transformers' zero-shot pipeline does."""
+    return [hypothesis_template.format(name) for name in class_names]
+
+
+def check_hypotheses_fit(
+    tokenizer: PreTrainedTokenizerBase, hypotheses: list[str], class_names: list[str], max_length: int
+) -> None:
+    """Raise InputError if a hypothesis leaves no room for even one token of the text, naming its class."""
+    special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
+    for name, hypothesis in zip(class_names, hypotheses, strict=True):
+        length = len(tokenizer(hypothesis, add_special_tokens=False)["input_ids"])
+        if length + special_tokens + 1 > max_length:
+            raise InputError(
+                f"The hypothesis for class {name!r} ({hypothesis!r}) is {length} tokens long. With "
+                f"{special_tokens} special tokens it leaves no room for the text within the limit of {max_length} "
+                f"tokens. Shorten the class name or the template, or raise --max_length if the teacher allows it."
+            )
+
+
+class _PairCollator:
+    """Tokenize a batch of pair indices into teacher inputs, truncating only the text (the premise).
+
+    Pair `i` is text `i // K` with hypothesis `i % K`, so the flat index also gives the pair's place in the output.
+    """
+
+    def __init__(self, tokenizer, texts, hypotheses, max_length):
+        self.tokenizer = tokenizer
+        self.texts = texts
+        self.hypotheses = hypotheses
+        self.max_length = max_length
+
+    def __call__(self, pair_indices: list[int]) -> dict[str, torch.Tensor]:
+        num_classes = len(self.hypotheses)
+        premises = [self.texts[i // num_classes] for i in pair_indices]
+        hypotheses = [self.hypotheses[i % num_classes] for i in pair_indices]
+        batch = self.tokenizer(
+            premises,
+            hypotheses,
+            truncation="only_first",
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        inputs = {name: batch[name] for name in self.tokenizer.model_input_names if name in batch}
+        inputs["pair_index"] = torch.tensor(pair_indices, dtype=torch.long)
+        return inputs
+
+
+def score_pairs(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    hypotheses: list[str],
+    label_ids: NLILabelIds,
+    batch_size: int,
+    max_length: int,
+) -> TeacherLogits:
+    """Run every (text, hypothesis) pair through the teacher and return its logits in input order.
+
+    Each process scores its shard of the pairs. Results are gathered per batch with the pair index attached, so the
+    output order never depends on how the pairs were batched or sharded.
+    """
+    num_texts, num_classes = len(texts), len(hypotheses)
+    num_pairs = num_texts * num_classes
+    collator = _PairCollator(tokenizer, texts, hypotheses, max_length)
+    loader = DataLoader(range(num_pairs), batch_size=batch_size, shuffle=False, collate_fn=collator)
+
+    # A model without trainable parameters is not wrapped in DistributedDataParallel, whose forward would add a
+    # buffer broadcast to every batch. prepare() still moves it to the device and applies mixed-precision autocast.
+    model.requires_grad_(False)
+    model.eval()
+    model, loader = accelerator.prepare(model, loader)
+
+    columns = [label_ids.entailment]
+    if label_ids.contradiction is not None:
+        columns.append(label_ids.contradiction)
+    logits_out = torch.empty(num_pairs, len(columns), dtype=torch.float32)
+
+    with make_progress(accelerator, unit="pairs") as progress, torch.inference_mode():
+        task = progress.add_task("Teacher pass", total=num_pairs)
+        for batch in loader:
+            pair_index = batch.pop("pair_index")
+            logits = model(**batch).logits[:, columns].float()
+
+            # Gather inside the loop over the prepared loader: that is where Accelerate drops the samples it
+            # repeated to give every process an equal number of batches.
+            pair_index, logits = accelerator.gather_for_metrics((pair_index, logits))
+            logits_out[pair_index.cpu()] = logits.cpu()
+            progress.update(task, advance=len(pair_index))
+
+    if not torch.isfinite(logits_out).all():
+        raise FloatingPointError(
+            "The teacher produced non-finite logits. Run it without mixed precision (--mixed_precision no)."
+        )
+
+    logits_out = logits_out.view(num_texts, num_classes, len(columns))
+    contradiction = logits_out[..., 1].contiguous() if label_ids.contradiction is not None else None
+    return TeacherLogits(entailment=logits_out[..., 0].contiguous(), contradiction=contradiction)
