@@ -205,3 +205,14 @@ def test_mixed_precision_scores_close(bert_teacher):
     )
     assert logits.entailment.dtype == torch.float32
     torch.testing.assert_close(logits.entailment, reference.entailment, atol=5e-2, rtol=0)
+
+
+def test_non_finite_logits_stop_pass(bert_teacher):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    model = load_teacher(str(bert_teacher))
+    with torch.no_grad():
+        model.classifier.bias.fill_(float("inf"))
+    hypotheses = build_hypotheses(TEMPLATE, CLASS_NAMES)
+    with pytest.raises(FloatingPointError, match="--mixed_precision no") as raised:
+        score_pairs(Accelerator(cpu=True), model, tokenizer, NEWS_TEXTS, hypotheses, find_nli_label_ids(config), 4, 64)
+    assert "text 0" in str(raised.value)

@@ -64,7 +64,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class_names_file", required=True, help="UTF-8 text file with one class name per line")
     group.add_argument("--output_dir", required=True, help="directory for the student, its tokenizer and model card")
     group.add_argument(
-        "--overwrite_output_dir", action="store_true", help="write into --output_dir even if it already holds files"
+        "--overwrite_output_dir", action="store_true", help="write into --output_dir even if it already contains files"
     )
 
 
@@ -228,14 +228,17 @@ def _configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments and run the main job. Input errors print a message and exit with status 2."""
+    """Parse the arguments and run the main job.
+
+    Return the exit status: 0 on success, 2 for invalid input, 1 when the teacher returns non-finite logits.
+    """
     if argv is None:
         argv = sys.argv[1:]
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging()
 
-    # Imported here so that `--help` and argument errors answer before torch and transformers load.
+    # Imported here so that `--help` and argument errors return before torch and transformers load.
     from zsdistill.distill import distill
 
     try:
@@ -243,4 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"zsdistill: error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:
+        print(f"zsdistill: error: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 class InputError(ValueError):
-    """An input file or option is invalid. The message names the value and says how to fix it."""
+    """An input file or option is invalid. The message names the value and gives the fix."""
 
 
 @dataclass
@@ -22,13 +22,13 @@ class TextFile:
     blank_lines: int
 
 
-def _read_lines(path: str | Path, what: str) -> list[str]:
+def _read_lines(path: str | Path, description: str) -> list[str]:
     """Read a UTF-8 file as a list of lines without their line endings, or raise InputError."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{what} not found: {path}. Check the path.")
+        raise InputError(f"{description} not found: {path}. Check the path.")
     if not path.is_file():
-        raise InputError(f"{what} is not a file: {path}. Give the path of a text file with one entry per line.")
+        raise InputError(f"{description} is not a file: {path}. Give the path of a text file with one entry per line.")
 
     raw = path.read_bytes()
     try:
@@ -37,13 +37,15 @@ def _read_lines(path: str | Path, what: str) -> list[str]:
     except UnicodeDecodeError as error:
         line_number = raw.count(b"\n", 0, error.start) + 1
         raise InputError(
-            f"{what} {path} is not valid UTF-8: line {line_number} has the invalid byte "
+            f"{description} {path} is not valid UTF-8: line {line_number} has the invalid byte "
             f"{raw[error.start : error.start + 1]!r}. Convert the file to UTF-8, for example with "
             f"`iconv -f latin1 -t utf-8`."
         ) from None
 
     if not content.strip():
-        raise InputError(f"{what} {path} is empty or contains only blank lines. Give a file with one entry per line.")
+        raise InputError(
+            f"{description} {path} is empty or contains only blank lines. Give a file with one entry per line."
+        )
 
     # Split on "\n" only: str.splitlines() would also split on characters such as U+2028 inside a text.
     lines = content.split("\n")
@@ -116,7 +118,7 @@ def check_hypothesis_template(template: str) -> None:
 
 
 def check_output_dir(path: str | Path, overwrite: bool) -> None:
-    """Raise InputError if the output directory is a file, or holds files and `overwrite` is not set."""
+    """Raise InputError if the output directory is a file, or contains files and `overwrite` is not set."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"--output_dir {path} is a file, not a directory. Choose another path.")

@@ -1,21 +1,28 @@
-"""The main job: check the inputs, run the teacher over every pair, train the student, save it."""
+"""The main job: check the inputs, run the teacher over every pair, train the student, save it.
+
+Each stage is a function, called in order by `distill`: checking the inputs and reading the models' configs
+(seconds), the teacher pass (the expensive part, saved as soon as it ends), the student's training, and saving.
+"""
 
 import argparse
 import gc
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zsdistill import __version__
 from zsdistill.data import (
     InputError,
+    TextFile,
     check_hypothesis_template,
     check_output_dir,
     read_class_names,
@@ -26,27 +33,53 @@ from zsdistill.models import load_config_and_tokenizer, load_student, load_teach
 from zsdistill.predictions import TEACHER_PREDICTIONS_FILE, save_teacher_predictions
 from zsdistill.progress import print_table
 from zsdistill.soft_labels import soft_labels_from_logits
-from zsdistill.teacher import build_hypotheses, check_hypotheses_fit, find_nli_label_ids, score_pairs
-from zsdistill.training import SoftLabelDataset, TrainingConfig, split_validation, tokenize_texts, train_student
+from zsdistill.teacher import (
+    NLILabelIds,
+    build_hypotheses,
+    check_hypotheses_fit,
+    find_nli_label_ids,
+    score_pairs,
+)
+from zsdistill.training import (
+    EpochResult,
+    SoftLabelDataset,
+    TrainingConfig,
+    split_validation,
+    tokenize_texts,
+    train_student,
+)
 
 logger = get_logger(__name__)
 
 RUN_FILE = "zsdistill_run.json"
 
 
-def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
-    """Collect the optimization flags into a TrainingConfig."""
-    fields = TrainingConfig.__dataclass_fields__
-    return TrainingConfig(**{name: getattr(args, name) for name in fields})
+@dataclass
+class RunSetup:
+    """Everything checked and read before the first model weight is loaded."""
+
+    data: TextFile
+    class_names: list[str]
+    multi_label: bool
+    hypotheses: list[str]
+    label_ids: NLILabelIds
+    teacher_tokenizer: PreTrainedTokenizerBase
+    teacher_max_length: int
+    student_tokenizer: PreTrainedTokenizerBase
+    student_max_length: int
 
 
-def distill(args: argparse.Namespace, command: str) -> dict:
-    """Run the whole job for parsed command-line arguments and return the summary written to zsdistill_run.json.
+@dataclass
+class TeacherResult:
+    """The teacher pass's soft labels and how long it took."""
 
-    `command` is the command line as the user typed it, recorded in the model card.
-    """
+    soft_labels: torch.Tensor
+    num_pairs: int
+    seconds: float
 
-    # Check every input before loading any model, so a mistake costs seconds.
+
+def check_inputs(args: argparse.Namespace) -> RunSetup:
+    """Read and check the input files and both models' configs and tokenizers, loading no weights."""
     data = read_texts(args.data_file)
     class_names = read_class_names(args.class_names_file)
     check_hypothesis_template(args.hypothesis_template)
@@ -54,14 +87,6 @@ def distill(args: argparse.Namespace, command: str) -> dict:
     # A softmax over a single class is always 1.0, so one class is scored and trained per class, as multi-label.
     multi_label = args.multi_label or len(class_names) == 1
 
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        cpu=args.cpu,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-    )
-    set_seed(args.seed)
-
-    # Configs and tokenizers load in seconds; reading them first catches a wrong name or an impossible template.
     teacher_config, teacher_tokenizer = load_config_and_tokenizer(args.teacher_name_or_path, "teacher")
     label_ids = find_nli_label_ids(teacher_config, args.entailment_id, args.contradiction_id)
     if multi_label and label_ids.contradiction is None:
@@ -73,13 +98,29 @@ def distill(args: argparse.Namespace, command: str) -> dict:
     teacher_max_length = max_input_length(teacher_tokenizer, teacher_config, args.max_length)
     hypotheses = build_hypotheses(args.hypothesis_template, class_names)
     check_hypotheses_fit(teacher_tokenizer, hypotheses, class_names, teacher_max_length)
+
     student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
     student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+    return RunSetup(
+        data=data,
+        class_names=class_names,
+        multi_label=multi_label,
+        hypotheses=hypotheses,
+        label_ids=label_ids,
+        teacher_tokenizer=teacher_tokenizer,
+        teacher_max_length=teacher_max_length,
+        student_tokenizer=student_tokenizer,
+        student_max_length=student_max_length,
+    )
 
-    num_texts, num_classes = len(data.texts), len(class_names)
-    if data.blank_lines:
-        logger.info(f"Skipped {data.blank_lines} blank lines in {data.path}")
-    if multi_label and not args.multi_label:
+
+def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSetup) -> TeacherResult:
+    """Score every (text, hypothesis) pair with the teacher and save its predictions into --output_dir."""
+    num_texts, num_classes = len(setup.data.texts), len(setup.class_names)
+    num_pairs = num_texts * num_classes
+    if setup.data.blank_lines:
+        logger.info(f"Skipped {setup.data.blank_lines} blank lines in {setup.data.path}")
+    if setup.multi_label and not args.multi_label:
         logger.info("One class given: each text is scored against it on its own, as in multi-label mode")
     print_table(
         accelerator,
@@ -87,57 +128,51 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         [
             ("teacher", args.teacher_name_or_path),
             ("examples", f"{num_texts:,}"),
-            ("classes", f"{num_classes} ({', '.join(class_names)})"),
-            ("pairs", f"{num_texts * num_classes:,} (examples × classes)"),
+            ("classes", f"{num_classes} ({', '.join(setup.class_names)})"),
+            ("pairs", f"{num_pairs:,} (examples × classes)"),
             ("hypothesis template", repr(args.hypothesis_template)),
-            ("mode", "multi-label" if multi_label else "single-label"),
+            ("mode", "multi-label" if setup.multi_label else "single-label"),
             ("batch size per process", f"{args.teacher_batch_size} pairs"),
-            ("max length", f"{teacher_max_length} tokens"),
+            ("max length", f"{setup.teacher_max_length} tokens"),
             ("processes", str(accelerator.num_processes)),
             ("device", str(accelerator.device)),
             ("mixed precision", accelerator.mixed_precision),
         ],
     )
 
-    # Teacher pass.
     start = time.perf_counter()
     teacher = load_teacher(args.teacher_name_or_path)
     logits = score_pairs(
         accelerator,
         teacher,
-        teacher_tokenizer,
-        data.texts,
-        hypotheses,
-        label_ids,
+        setup.teacher_tokenizer,
+        setup.data.texts,
+        setup.hypotheses,
+        setup.label_ids,
         args.teacher_batch_size,
-        teacher_max_length,
+        setup.teacher_max_length,
     )
-    teacher_seconds = time.perf_counter() - start
-    soft_labels = soft_labels_from_logits(logits, multi_label, args.temperature)
+    seconds = time.perf_counter() - start
+    soft_labels = soft_labels_from_logits(logits, setup.multi_label, args.temperature)
 
     # Save the teacher's work before training, so a failure later does not lose it.
     output_dir = Path(args.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_teacher_predictions(
-            output_dir / TEACHER_PREDICTIONS_FILE,
-            logits,
-            soft_labels,
-            {
-                "teacher": args.teacher_name_or_path,
-                "hypothesis_template": args.hypothesis_template,
-                "class_names": class_names,
-                "multi_label": multi_label,
-                "temperature": args.temperature,
-                "entailment_id": label_ids.entailment,
-                "contradiction_id": label_ids.contradiction,
-                "max_length": teacher_max_length,
-            },
-        )
+        metadata = {
+            "teacher": args.teacher_name_or_path,
+            "hypothesis_template": args.hypothesis_template,
+            "class_names": setup.class_names,
+            "multi_label": setup.multi_label,
+            "temperature": args.temperature,
+            "entailment_id": setup.label_ids.entailment,
+            "contradiction_id": setup.label_ids.contradiction,
+            "max_length": setup.teacher_max_length,
+        }
+        save_teacher_predictions(output_dir / TEACHER_PREDICTIONS_FILE, logits, soft_labels, metadata)
     accelerator.wait_for_everyone()
-    num_pairs = num_texts * num_classes
     logger.info(
-        f"Teacher pass: {num_pairs:,} pairs in {teacher_seconds:.1f} s ({num_pairs / teacher_seconds:,.1f} pairs/s), "
+        f"Teacher pass: {num_pairs:,} pairs in {seconds:.1f} s ({num_pairs / seconds:,.1f} pairs/s), "
         f"predictions saved to {output_dir / TEACHER_PREDICTIONS_FILE}"
     )
 
@@ -145,21 +180,27 @@ def distill(args: argparse.Namespace, command: str) -> dict:
     del teacher
     accelerator.free_memory()
     gc.collect()
+    return TeacherResult(soft_labels=soft_labels, num_pairs=num_pairs, seconds=seconds)
 
-    # Student training.
+
+def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
+    """Collect the optimization flags into a TrainingConfig."""
+    return TrainingConfig(**{name: getattr(args, name) for name in TrainingConfig.__dataclass_fields__})
+
+
+def run_training(
+    args: argparse.Namespace, accelerator: Accelerator, setup: RunSetup, soft_labels: torch.Tensor
+) -> tuple[PreTrainedModel, list[EpochResult], int, float]:
+    """Train the student on the soft labels; return it, its epochs, the number of held-out texts and the time."""
     set_seed(args.seed)
-    training_config = training_config_from_args(args)
-    train_indices, validation_indices = split_validation(num_texts, args.validation_split, args.seed)
-    student = load_student(args.student_name_or_path, class_names, multi_label)
-    input_features = tokenize_texts(student_tokenizer, data.texts, student_max_length)
+    config = training_config_from_args(args)
+    train_indices, validation_indices = split_validation(len(setup.data.texts), args.validation_split, args.seed)
+    student = load_student(args.student_name_or_path, setup.class_names, setup.multi_label)
+    input_features = tokenize_texts(setup.student_tokenizer, setup.data.texts, setup.student_max_length)
     train_set = SoftLabelDataset(input_features, soft_labels, train_indices)
     validation_set = SoftLabelDataset(input_features, soft_labels, validation_indices) if validation_indices else None
 
-    total_batch = (
-        training_config.per_device_train_batch_size
-        * accelerator.num_processes
-        * training_config.gradient_accumulation_steps
-    )
+    total_batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     print_table(
         accelerator,
         "Student training",
@@ -167,82 +208,106 @@ def distill(args: argparse.Namespace, command: str) -> dict:
             ("student", args.student_name_or_path),
             ("training examples", f"{len(train_indices):,}"),
             ("held-out examples", f"{len(validation_indices):,} (agreement with the teacher)"),
-            ("epochs", f"{training_config.num_train_epochs:g}"),
-            ("batch size per process", str(training_config.per_device_train_batch_size)),
+            ("epochs", f"{config.num_train_epochs:g}"),
+            ("batch size per process", str(config.per_device_train_batch_size)),
             ("total batch size", f"{total_batch} (per process × processes × accumulation steps)"),
-            (
-                "learning rate",
-                f"{training_config.learning_rate:g}, linear decay, warmup {training_config.warmup_ratio:g}",
-            ),
-            ("max length", f"{student_max_length} tokens"),
-            ("loss", "binary cross-entropy per class" if multi_label else "cross-entropy on soft labels"),
+            ("learning rate", f"{config.learning_rate:g}, linear decay, warmup {config.warmup_ratio:g}"),
+            ("max length", f"{setup.student_max_length} tokens"),
+            ("processes", str(accelerator.num_processes)),
+            ("mixed precision", accelerator.mixed_precision),
+            ("loss", "binary cross-entropy per class" if setup.multi_label else "cross-entropy on soft labels"),
         ],
     )
     start = time.perf_counter()
     student, epochs = train_student(
-        accelerator, student, student_tokenizer, train_set, validation_set, training_config, multi_label
+        accelerator, student, setup.student_tokenizer, train_set, validation_set, config, setup.multi_label
     )
-    training_seconds = time.perf_counter() - start
+    return student, epochs, len(validation_indices), time.perf_counter() - start
 
-    # Save the student. Every process waits here, then the main process alone writes the files.
+
+def save_student(
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    setup: RunSetup,
+    student: PreTrainedModel,
+    facts: ModelCardFacts,
+    summary: dict,
+) -> None:
+    """Write the student, its tokenizer, the model card and the run summary from the main process alone."""
+    # Every process waits here, so that no process still trains while the files are written.
     accelerator.wait_for_everyone()
+    output_dir = Path(args.output_dir)
+    unwrapped = accelerator.unwrap_model(student)
+    unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
+    if accelerator.is_main_process:
+        setup.student_tokenizer.save_pretrained(output_dir)
+        write_model_card(output_dir, facts)
+        (output_dir / RUN_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    accelerator.wait_for_everyone()
+
+
+def distill(args: argparse.Namespace, command: str) -> dict:
+    """Run the whole job for parsed command-line arguments and return the summary written to zsdistill_run.json.
+
+    `command` is the command line as the user typed it, recorded in the model card.
+    """
+    # Check every input before loading any model weights, so a mistake costs seconds.
+    setup = check_inputs(args)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        cpu=args.cpu,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+    )
+    set_seed(args.seed)
+
+    teacher = run_teacher(args, accelerator, setup)
+    student, epochs, num_validation, training_seconds = run_training(args, accelerator, setup, teacher.soft_labels)
+
     agreement = epochs[-1].agreement if epochs else None
+    facts = ModelCardFacts(
+        teacher=args.teacher_name_or_path,
+        student_base=args.student_name_or_path,
+        hypothesis_template=args.hypothesis_template,
+        multi_label=setup.multi_label,
+        temperature=args.temperature,
+        class_names=setup.class_names,
+        num_examples=len(setup.data.texts),
+        num_validation=num_validation,
+        agreement=agreement,
+        command=command,
+    )
     summary = {
         "zsdistill_version": __version__,
         "command": command,
         "arguments": vars(args),
-        "multi_label": multi_label,
-        "class_names": class_names,
-        "num_examples": num_texts,
-        "num_blank_lines": data.blank_lines,
-        "num_pairs": num_pairs,
+        "multi_label": setup.multi_label,
+        "class_names": setup.class_names,
+        "num_examples": len(setup.data.texts),
+        "num_blank_lines": setup.data.blank_lines,
+        "num_pairs": teacher.num_pairs,
         "num_processes": accelerator.num_processes,
-        "teacher_seconds": teacher_seconds,
-        "teacher_pairs_per_second": num_pairs / teacher_seconds,
+        "teacher_seconds": teacher.seconds,
+        "teacher_pairs_per_second": teacher.num_pairs / teacher.seconds,
         "training_seconds": training_seconds,
         "epochs": [asdict(epoch) for epoch in epochs],
         "agreement": agreement,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "transformers": _version("transformers"),
-            "accelerate": _version("accelerate"),
+            "transformers": version("transformers"),
+            "accelerate": version("accelerate"),
         },
     }
-    unwrapped = accelerator.unwrap_model(student)
-    unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
-    if accelerator.is_main_process:
-        student_tokenizer.save_pretrained(output_dir)
-        facts = ModelCardFacts(
-            teacher=args.teacher_name_or_path,
-            student_base=args.student_name_or_path,
-            hypothesis_template=args.hypothesis_template,
-            multi_label=multi_label,
-            temperature=args.temperature,
-            class_names=class_names,
-            num_examples=num_texts,
-            num_validation=len(validation_indices),
-            agreement=agreement,
-            command=command,
-        )
-        write_model_card(output_dir, facts)
-        (output_dir / RUN_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    accelerator.wait_for_everyone()
+    save_student(args, accelerator, setup, student, facts, summary)
 
     print_table(
         accelerator,
         "Done",
         [
-            ("teacher pass", f"{teacher_seconds:.1f} s, {num_pairs / teacher_seconds:,.1f} pairs/s"),
+            ("teacher pass", f"{teacher.seconds:.1f} s, {teacher.num_pairs / teacher.seconds:,.1f} pairs/s"),
             ("student training", f"{training_seconds:.1f} s"),
             ("agreement", "not measured" if agreement is None else f"{agreement:.2%} of held-out decisions"),
-            ("student", str(output_dir)),
+            ("student", str(args.output_dir)),
         ],
     )
     return summary
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)

@@ -16,7 +16,7 @@ def soft_binary_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -
 
 
 def distillation_loss(logits: torch.Tensor, soft_labels: torch.Tensor, multi_label: bool) -> torch.Tensor:
-    """The student's loss: soft-target cross-entropy for single-label, binary cross-entropy for multi-label."""
+    """Compute the student's loss: soft-target cross-entropy for single-label, binary cross-entropy for multi-label."""
     if multi_label:
         return soft_binary_cross_entropy(logits, soft_labels)
     return soft_cross_entropy(logits, soft_labels)

@@ -1,4 +1,4 @@
-"""How well the student matches the teacher."""
+"""Agreement between the student's and the teacher's decisions."""
 
 import torch
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 @dataclass
 class ModelCardFacts:
-    """What the model card records about how a student was made."""
+    """Facts about how a student was made, recorded in its model card."""
 
     teacher: str
     student_base: str

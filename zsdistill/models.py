@@ -57,8 +57,8 @@ def max_input_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfi
         limits.append(tokenizer.model_max_length)
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None:
-        # NOTE: only the model types listed above are known to offset positions; another type that does would
-        # get a limit too large by pad_token_id + 1 and fail on its longest inputs.
+        # NOTE: only the model types listed above are known to offset positions. Another type that does gets a
+        # limit too large by pad_token_id + 1, so its longest inputs fail in the position embedding.
         if config.model_type in _POSITION_OFFSET_MODEL_TYPES:
             positions -= (config.pad_token_id or 0) + 1
         limits.append(positions)

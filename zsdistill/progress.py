@@ -1,10 +1,9 @@
-"""What the user sees: the plan before a stage, progress bars during it, and the summary after it."""
+"""Console output: the plan before a stage, progress bars during it, and the summary after it."""
 
 from accelerate import Accelerator
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
@@ -37,9 +36,8 @@ def make_progress(accelerator: Accelerator, unit: str, with_status: bool = False
     """
     columns = [
         TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(unit),
+        BarColumn(bar_width=24),
+        TextColumn(f"{{task.completed:,.0f}}/{{task.total:,.0f}} {unit}"),
         _RateColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),

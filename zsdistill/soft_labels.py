@@ -11,7 +11,7 @@ def soft_labels_from_logits(logits: TeacherLogits, multi_label: bool, temperatur
     Single-label: a softmax over the K classes of each text's entailment logits, divided by `temperature`.
     Multi-label: for each class on its own, the softmax of (contradiction, entailment) / `temperature`, which gives
     the probability that the text entails the class's hypothesis. With one class this form is always used, since a
-    softmax over one class is 1.0 whatever the teacher says.
+    softmax over one class is 1.0 whatever the logits are.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")

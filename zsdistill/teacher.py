@@ -155,13 +155,16 @@ def score_pairs(
             # Gather inside the loop over the prepared loader: that is where Accelerate drops the samples it
             # repeated to give every process an equal number of batches.
             pair_index, logits = accelerator.gather_for_metrics((pair_index, logits))
+            # Every process checks the same gathered values, so all of them stop together.
+            if not torch.isfinite(logits).all():
+                first = pair_index[~torch.isfinite(logits).all(dim=1)][0].item()
+                raise FloatingPointError(
+                    f"The teacher returned a non-finite logit for text {first // num_classes} (0-based, blank lines "
+                    f"not counted) and hypothesis {hypotheses[first % num_classes]!r}. Half precision can overflow "
+                    f"in some models: run with --mixed_precision no."
+                )
             logits_out[pair_index.cpu()] = logits.cpu()
             progress.update(task, advance=len(pair_index))
-
-    if not torch.isfinite(logits_out).all():
-        raise FloatingPointError(
-            "The teacher produced non-finite logits. Run it without mixed precision (--mixed_precision no)."
-        )
 
     logits_out = logits_out.view(num_texts, num_classes, len(columns))
     contradiction = logits_out[..., 1].contiguous() if label_ids.contradiction is not None else None

@@ -133,7 +133,7 @@ def train_student(
     )
     optimizer = torch.optim.AdamW(_optimizer_groups(model, config.weight_decay), lr=config.learning_rate)
 
-    # Each process sees 1/num_processes of the batches and updates once per gradient_accumulation_steps of them.
+    # Each process gets 1/num_processes of the batches and updates once per gradient_accumulation_steps of them.
     batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
     updates_per_epoch = math.ceil(batches_per_process / config.gradient_accumulation_steps)
     total_updates = math.ceil(config.num_train_epochs * updates_per_epoch)
