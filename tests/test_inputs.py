@@ -237,6 +237,10 @@ def test_cli_teacher_without_trained_head_rejected(tmp_path, capsys, student):
     [
         ("--temperature", "0"),
         ("--temperature", "-1"),
+        ("--temperature", "1e-40"),
+        ("--temperature", "inf"),
+        ("--temperature", "nan"),
+        ("--learning_rate", "inf"),
         ("--teacher_batch_size", "0"),
         ("--per_device_train_batch_size", "-2"),
         ("--learning_rate", "0"),

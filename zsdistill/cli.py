@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import math
 import shlex
 import sys
 import warnings
@@ -11,6 +12,7 @@ from zsdistill.data import InputError
 DEFAULT_TEACHER = "roberta-large-mnli"
 DEFAULT_STUDENT = "distilbert-base-uncased"
 DEFAULT_TEMPLATE = "This example is {}."
+MIN_TEMPERATURE = 1e-6
 
 
 def _positive_int(text: str) -> int:
@@ -22,15 +24,23 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be zero or a positive finite number, got {text}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = _positive_float(text)
+    # Logits divided by a smaller value can overflow float32, and 0.01 already gives nearly one-hot soft labels.
+    if value < MIN_TEMPERATURE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TEMPERATURE:g}, got {text}")
     return value
 
 
@@ -90,9 +100,10 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--temperature",
-        type=_positive_float,
+        type=_temperature,
         default=1.0,
-        help="divides the teacher's logits before the softmax; above 1 smooths the soft labels (default: 1.0)",
+        help="divides the teacher's logits before the softmax, at least 1e-6; above 1 smooths the soft labels "
+        "(default: 1.0)",
     )
     group.add_argument(
         "--teacher_batch_size",
