@@ -83,6 +83,8 @@ def test_output_files(news_files, tmp_path, bert_teacher, student):
     assert run["num_examples"] == len(NEWS_TEXTS)
     assert run["num_pairs"] == len(NEWS_TEXTS) * len(CLASS_NAMES)
     assert len(run["epochs"]) == 2
+    # Six training texts in batches of 4 make two optimizer steps per epoch.
+    assert [epoch["optimizer_steps"] for epoch in run["epochs"]] == [2, 4]
     assert 0.0 <= run["agreement"] <= 1.0
 
 
@@ -203,4 +205,36 @@ def test_gradient_accumulation_and_bf16(news_files, tmp_path, bert_teacher, stud
     assert run_main(*news_files, output_dir, bert_teacher, student, *extra) == 0
     run = json.loads((output_dir / "zsdistill_run.json").read_text())
     assert run["arguments"]["mixed_precision"] == "bf16"
+    # Two batches per epoch, summed over two accumulation steps, make one optimizer step per epoch.
+    assert [epoch["optimizer_steps"] for epoch in run["epochs"]] == [1, 2]
     AutoModelForSequenceClassification.from_pretrained(output_dir)
+
+
+def test_fractional_epochs(news_files, tmp_path, bert_teacher, student):
+    output_dir = tmp_path / "out"
+    # Six training texts in batches of 4 make two steps per epoch, so half an epoch is one step.
+    assert run_main(*news_files, output_dir, bert_teacher, student, "--num_train_epochs", "0.5") == 0
+    run = json.loads((output_dir / "zsdistill_run.json").read_text())
+    assert len(run["epochs"]) == 1
+    assert run["epochs"][0]["optimizer_steps"] == 1
+    assert run["epochs"][0]["agreement"] is not None
+
+
+def test_model_card_metadata(tmp_path):
+    from zsdistill.model_card import ModelCardFacts, render_model_card
+
+    facts = ModelCardFacts(
+        teacher="roberta-large-mnli",
+        student_base="distilbert-base-uncased",
+        hypothesis_template="This example is {}.",
+        multi_label=False,
+        temperature=1.0,
+        class_names=["a", "b"],
+        num_examples=10,
+        num_validation=0,
+        agreement=None,
+        command="zsdistill ...",
+    )
+    assert "base_model: distilbert-base-uncased" in render_model_card(facts)
+    facts.student_base = str(tmp_path)
+    assert "base_model" not in render_model_card(facts)

@@ -28,11 +28,12 @@ def render_model_card(facts: ModelCardFacts) -> str:
     else:
         agreement = f"{facts.agreement:.2%} on {facts.num_validation} held-out texts"
     class_lines = "\n".join(f"| {index} | {name} |" for index, name in enumerate(facts.class_names))
+    # The Hub reads base_model as a model id, so a local path is left out of the metadata.
+    base_model = "" if Path(facts.student_base).exists() else f"base_model: {facts.student_base}\n"
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
-base_model: {facts.student_base}
-tags:
+{base_model}tags:
 - zsdistill
 - distillation
 - zero-shot-classification

@@ -15,6 +15,8 @@ from zsdistill.progress import make_progress
 
 logger = get_logger(__name__)
 
+STATUS_EVERY_UPDATES = 10
+
 
 @dataclass
 class TrainingConfig:
@@ -33,10 +35,11 @@ class TrainingConfig:
 
 @dataclass
 class EpochResult:
-    """The mean training loss of an epoch and the agreement with the teacher on the held-out texts after it."""
+    """The mean training loss of an epoch, the optimizer steps taken so far, and the agreement after the epoch."""
 
     epoch: int
     train_loss: float
+    optimizer_steps: int
     agreement: float | None
 
 
@@ -182,8 +185,11 @@ def train_student(
                 loss_count += len(soft_labels)
                 if accelerator.sync_gradients:
                     completed_updates += 1
-                    status = f"loss {loss.item():.4f}  lr {scheduler.get_last_lr()[0]:.2e}"
-                    progress.update(task, advance=1, status=status)
+                    progress.update(task, advance=1)
+                    # Reading the loss waits for the accelerator, so the status line is refreshed only now and then.
+                    if completed_updates % STATUS_EVERY_UPDATES == 0 or completed_updates == total_updates:
+                        status = f"loss {loss.item():.4f}  lr {scheduler.get_last_lr()[0]:.2e}"
+                        progress.update(task, status=status)
                     if completed_updates >= total_updates:
                         break
 
@@ -191,7 +197,9 @@ def train_student(
             agreement = None
             if validation_loader is not None:
                 agreement = measure_agreement(accelerator, model, validation_loader, multi_label)
-            results.append(EpochResult(epoch=epoch, train_loss=train_loss, agreement=agreement))
+            results.append(
+                EpochResult(epoch=epoch, train_loss=train_loss, optimizer_steps=completed_updates, agreement=agreement)
+            )
             agreement_text = "not measured (no held-out texts)" if agreement is None else f"{agreement:.2%}"
             logger.info(f"epoch {epoch}: train loss {train_loss:.4f}, agreement with the teacher {agreement_text}")
     return model, results
