@@ -56,7 +56,7 @@ def test_scores_match_zero_shot_pipeline(architecture, multi_label, request):
 
 
 def test_single_class_matches_pipeline(bert_teacher):
-    # The pipeline scores a lone class as entailment against contradiction, whatever multi_label says.
+    # The pipeline scores a lone class as entailment against contradiction, whatever multi_label is set to.
     logits = run_teacher(bert_teacher, NEWS_TEXTS[:3], ["sports"])
     ours = soft_labels_from_logits(logits, multi_label=False)
     expected = pipeline_scores(bert_teacher, NEWS_TEXTS[:3], ["sports"], multi_label=False)
