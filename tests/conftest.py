@@ -160,6 +160,23 @@ NEWS_TEXTS = [
 CLASS_NAMES = ["sports", "business", "science", "politics"]
 
 
+def cli_args(data_file, class_file, output_dir, teacher, student, *extra: str) -> list[str]:
+    """Return the command's arguments for one run, followed by the flags in `extra`."""
+    return [
+        "--data_file",
+        str(data_file),
+        "--class_names_file",
+        str(class_file),
+        "--output_dir",
+        str(output_dir),
+        "--teacher_name_or_path",
+        str(teacher),
+        "--student_name_or_path",
+        str(student),
+        *extra,
+    ]
+
+
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

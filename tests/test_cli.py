@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CLASS_NAMES, NEWS_TEXTS, write_lines
+from conftest import CLASS_NAMES, NEWS_TEXTS, cli_args, write_lines
 
 from zsdistill.cli import build_parser
 
@@ -72,20 +72,7 @@ def test_multi_class_alias(recwarn):
 def distill_argv(tmp_path, teacher, student) -> list[str]:
     data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
     class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
-    return [
-        "--data_file",
-        str(data_file),
-        "--class_names_file",
-        str(class_file),
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--teacher_name_or_path",
-        str(teacher),
-        "--student_name_or_path",
-        str(student),
-        "--num_train_epochs",
-        "1",
-    ]
+    return cli_args(data_file, class_file, tmp_path / "out", teacher, student, "--num_train_epochs", "1")
 
 
 def run(command: list[str]) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import CLASS_NAMES, NEWS_TEXTS, write_lines
+from conftest import CLASS_NAMES, NEWS_TEXTS, cli_args, write_lines
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, pipeline
 
@@ -13,32 +13,20 @@ from zsdistill.predictions import load_teacher_predictions
 
 
 def run_main(data_file, class_file, output_dir, teacher, student, *extra) -> int:
-    return main(
-        [
-            "--data_file",
-            str(data_file),
-            "--class_names_file",
-            str(class_file),
-            "--output_dir",
-            str(output_dir),
-            "--teacher_name_or_path",
-            str(teacher),
-            "--student_name_or_path",
-            str(student),
-            "--hypothesis_template",
-            "This text is about {}.",
-            "--num_train_epochs",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--teacher_batch_size",
-            "5",
-            "--validation_split",
-            "0.25",
-            "--cpu",
-            *extra,
-        ]
-    )
+    small_run = [
+        "--hypothesis_template",
+        "This text is about {}.",
+        "--num_train_epochs",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--teacher_batch_size",
+        "5",
+        "--validation_split",
+        "0.25",
+        "--cpu",
+    ]
+    return main(cli_args(data_file, class_file, output_dir, teacher, student, *small_run, *extra))
 
 
 def test_output_loads_in_text_classification_pipeline(news_files, tmp_path, bert_teacher, student):

@@ -1,7 +1,7 @@
 """Input files and options: each mistake is a clear error raised before any model is loaded."""
 
 import pytest
-from conftest import CLASS_NAMES, NEWS_TEXTS, write_lines
+from conftest import CLASS_NAMES, NEWS_TEXTS, cli_args, save_teacher, write_lines
 
 from zsdistill.cli import main
 from zsdistill.data import (
@@ -139,22 +139,8 @@ def run_cli(tmp_path, data_lines=None, class_lines=None, *extra, data_bytes=None
     else:
         write_lines(data_file, NEWS_TEXTS if data_lines is None else data_lines)
     class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES if class_lines is None else class_lines)
-    return main(
-        [
-            "--data_file",
-            str(data_file),
-            "--class_names_file",
-            str(class_file),
-            "--output_dir",
-            str(tmp_path / "out"),
-            "--teacher_name_or_path",
-            str(tmp_path / "teacher_never_loaded"),
-            "--student_name_or_path",
-            str(tmp_path / "student_never_loaded"),
-            "--cpu",
-            *extra,
-        ]
-    )
+    never_loaded = (tmp_path / "teacher_never_loaded", tmp_path / "student_never_loaded")
+    return main(cli_args(data_file, class_file, tmp_path / "out", *never_loaded, "--cpu", *extra))
 
 
 @pytest.mark.parametrize(
@@ -203,30 +189,21 @@ def test_cli_missing_teacher(tmp_path, capsys):
     assert "teacher_never_loaded" in error
 
 
-def test_cli_missing_student_before_teacher_pass(tmp_path, capsys, bert_teacher):
-    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
-    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
-    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
-    assert main([*argv, "--teacher_name_or_path", str(bert_teacher), "--student_name_or_path", "/no/student"]) == 2
+def test_cli_missing_student_before_teacher_pass(tmp_path, capsys, news_files, bert_teacher):
+    assert main(cli_args(*news_files, tmp_path / "o", bert_teacher, "/no/student")) == 2
     assert "Could not load the student" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_random_head_teacher_rejected(tmp_path, capsys, student):
+def test_cli_random_head_teacher_rejected(tmp_path, capsys, news_files, student):
     # A plain encoder has no NLI head: its labels are LABEL_0 and LABEL_1, so no entailment class is found.
-    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
-    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
-    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
-    assert main([*argv, "--teacher_name_or_path", str(student), "--student_name_or_path", str(student)]) == 2
+    assert main(cli_args(*news_files, tmp_path / "o", student, student)) == 2
     assert "no entailment class" in capsys.readouterr().err
 
 
-def test_cli_teacher_without_trained_head_rejected(tmp_path, capsys, student):
-    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
-    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
-    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
+def test_cli_teacher_without_trained_head_rejected(tmp_path, capsys, news_files, student):
     ids = ["--entailment_id", "1", "--contradiction_id", "0"]
-    assert main([*argv, "--teacher_name_or_path", str(student), "--student_name_or_path", str(student), *ids]) == 2
+    assert main(cli_args(*news_files, tmp_path / "o", student, student, *ids)) == 2
     error = capsys.readouterr().err
     assert "initialized them at random" in error
     assert "classifier.weight" in error
@@ -261,15 +238,9 @@ def test_invalid_option_values(tmp_path, capsys, flag, value):
     assert value in error
 
 
-def test_multi_label_needs_contradiction(tmp_path, capsys, student):
-    from conftest import save_teacher
-
+def test_multi_label_needs_contradiction(tmp_path, capsys, news_files, student):
     teacher = save_teacher(tmp_path / "en", ["entailment", "neutral"])
-    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
-    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
-    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
-    argv += ["--teacher_name_or_path", str(teacher), "--student_name_or_path", str(student), "--multi_label"]
-    assert main(argv) == 2
+    assert main(cli_args(*news_files, tmp_path / "o", teacher, student, "--multi_label")) == 2
     error = capsys.readouterr().err
     assert "no contradiction class" in error
     assert "--contradiction_id" in error

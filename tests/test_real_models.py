@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import write_lines
+from conftest import cli_args, write_lines
 from transformers import pipeline
 
 from zsdistill.cli import main
@@ -34,29 +34,9 @@ def test_minilm_student_on_ag_news(tmp_path, minilm_path, ag_news_texts, bert_te
     data_file = write_lines(tmp_path / "texts.txt", ag_news_texts)
     class_file = write_lines(tmp_path / "classes.txt", ["the world", "sports", "business", "science/tech"])
     output_dir = tmp_path / "out"
-    status = main(
-        [
-            "--data_file",
-            str(data_file),
-            "--class_names_file",
-            str(class_file),
-            "--output_dir",
-            str(output_dir),
-            "--teacher_name_or_path",
-            str(bert_teacher),
-            "--student_name_or_path",
-            minilm_path,
-            "--hypothesis_template",
-            "This text is about {}.",
-            "--num_train_epochs",
-            "1",
-            "--per_device_train_batch_size",
-            "8",
-            "--max_length",
-            "64",
-            "--cpu",
-        ]
-    )
+    extra = ["--hypothesis_template", "This text is about {}.", "--num_train_epochs", "1"]
+    extra += ["--per_device_train_batch_size", "8", "--max_length", "64", "--cpu"]
+    status = main(cli_args(data_file, class_file, output_dir, bert_teacher, minilm_path, *extra))
     assert status == 0
     run = json.loads((output_dir / "zsdistill_run.json").read_text())
     assert run["num_examples"] == 24
@@ -71,6 +51,5 @@ def test_minilm_student_on_ag_news(tmp_path, minilm_path, ag_news_texts, bert_te
 def test_encoder_without_nli_head_rejected_as_teacher(tmp_path, capsys, minilm_path):
     data_file = write_lines(tmp_path / "texts.txt", ["A text."])
     class_file = write_lines(tmp_path / "classes.txt", ["sports", "business"])
-    argv = ["--data_file", str(data_file), "--class_names_file", str(class_file), "--output_dir", str(tmp_path / "o")]
-    assert main([*argv, "--teacher_name_or_path", minilm_path, "--student_name_or_path", minilm_path]) == 2
+    assert main(cli_args(data_file, class_file, tmp_path / "o", minilm_path, minilm_path)) == 2
     assert "no entailment class" in capsys.readouterr().err
