@@ -1,12 +1,16 @@
 """Tiny teachers, students and tokenizers built locally from configs, so that no test needs the Hub."""
 
 import os
-from pathlib import Path
 
-import pytest
-import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import (
+# huggingface_hub reads this when it is first imported, so it is set before transformers is imported below.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
+from transformers import (  # noqa: E402
     BertConfig,
     BertForSequenceClassification,
     DistilBertConfig,
@@ -15,8 +19,6 @@ from transformers import (
     RobertaConfig,
     RobertaForSequenceClassification,
 )
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (

@@ -62,11 +62,40 @@ def test_fp16_alias():
     assert args.mixed_precision == "fp16"
 
 
-def test_multi_class_alias(recwarn):
+def test_multi_class_alias(capsys):
     argv = ["--data_file", "d", "--class_names_file", "c", "--output_dir", "o", "--multi_class"]
-    with pytest.warns(FutureWarning, match="deprecated"):
-        args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     assert args.multi_label is True
+    assert "--multi_class is deprecated, use --multi_label" in capsys.readouterr().err
+    # The aliases set other flags and leave no entry of their own in the recorded arguments.
+    assert not hasattr(args, "multi_class")
+    assert not hasattr(args, "fp16")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--temperature", "abc", "must be a number, got 'abc'"),
+        ("--teacher_batch_size", "1.5", "must be an integer, got '1.5'"),
+        ("--entailment_id", "x", "must be an integer, got 'x'"),
+        ("--seed", "-1", "must be an integer from 0 to 4294967295"),
+        ("--seed", str(2**32), "must be an integer from 0 to 4294967295"),
+    ],
+)
+def test_option_value_messages(capsys, flag, value, message):
+    argv = ["--data_file", "d", "--class_names_file", "c", "--output_dir", "o", flag, value]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    error = capsys.readouterr().err
+    assert message in error
+    assert "invalid _" not in error
+
+
+def test_command_recorded_with_launcher(tmp_path, bert_teacher, student):
+    result = run([sys.executable, "-m", "zsdistill", *distill_argv(tmp_path, bert_teacher, student), "--cpu"])
+    assert result.returncode == 0, result.stderr
+    run_record = json.loads((tmp_path / "out" / "zsdistill_run.json").read_text())
+    assert run_record["command"].startswith("python -m zsdistill --data_file")
 
 
 def distill_argv(tmp_path, teacher, student) -> list[str]:

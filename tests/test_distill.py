@@ -95,10 +95,10 @@ def test_multi_label_output(news_files, tmp_path, roberta_teacher, student):
     assert "multi-label" in (output_dir / "README.md").read_text()
 
 
-def test_multi_class_alias_warns(news_files, tmp_path, bert_teacher, student):
+def test_multi_class_alias_warns(news_files, tmp_path, capsys, bert_teacher, student):
     output_dir = tmp_path / "out"
-    with pytest.warns(FutureWarning, match="--multi_label"):
-        assert run_main(*news_files, output_dir, bert_teacher, student, "--multi_class") == 0
+    assert run_main(*news_files, output_dir, bert_teacher, student, "--multi_class") == 0
+    assert "--multi_class is deprecated" in capsys.readouterr().err
     config = json.loads((output_dir / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
 
@@ -226,3 +226,69 @@ def test_model_card_metadata(tmp_path):
     assert "base_model: distilbert-base-uncased" in render_model_card(facts)
     facts.student_base = str(tmp_path)
     assert "base_model" not in render_model_card(facts)
+
+
+def test_single_step_run_trains(tmp_path, bert_teacher, student):
+    # Four texts in one batch make one optimizer step, which warmup must not spend at a learning rate of zero.
+    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS[:4])
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    output_dir = tmp_path / "out"
+    extra = ("--num_train_epochs", "1", "--validation_split", "0", "--learning_rate", "1e-3")
+    assert run_main(data_file, class_file, output_dir, bert_teacher, student, *extra) == 0
+    run = json.loads((output_dir / "zsdistill_run.json").read_text())
+    assert run["epochs"][-1]["optimizer_steps"] == 1
+
+    trained = load_file(output_dir / "model.safetensors")
+    base = load_file(student / "model.safetensors")
+    name = "distilbert.embeddings.word_embeddings.weight"
+    assert name in trained
+    assert not torch.equal(trained[name], base[name.removeprefix("distilbert.")])
+
+
+def test_diverged_training_stops(news_files, tmp_path, capsys, bert_teacher, student):
+    output_dir = tmp_path / "out"
+    assert run_main(*news_files, output_dir, bert_teacher, student, "--learning_rate", "1e12") == 1
+    error = capsys.readouterr().err
+    assert "Training diverged" in error
+    assert "--learning_rate" in error
+    # The teacher's work is kept, and no student is saved.
+    assert (output_dir / "teacher_predictions.safetensors").is_file()
+    assert not (output_dir / "model.safetensors").exists()
+
+
+def test_fp16_on_cpu_rejected(news_files, tmp_path, capsys, bert_teacher, student):
+    assert run_main(*news_files, tmp_path / "out", bert_teacher, student, "--fp16") == 2
+    assert "bf16" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "teacher_predictions.safetensors").exists()
+
+
+def test_output_file_permissions(news_files, tmp_path, bert_teacher, student):
+    import os
+
+    output_dir = tmp_path / "out"
+    run_main(*news_files, output_dir, bert_teacher, student)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in output_dir.iterdir()}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert modes["model.safetensors"] == 0o666 & ~umask
+    assert modes["teacher_predictions.safetensors"] == modes["config.json"]
+
+
+def test_model_card_escapes_markdown():
+    from zsdistill.model_card import ModelCardFacts, render_model_card
+
+    facts = ModelCardFacts(
+        teacher="t",
+        student_base="s",
+        hypothesis_template="It is `{}`.",
+        multi_label=False,
+        temperature=1.0,
+        class_names=["World | politics", "sports"],
+        num_examples=2,
+        num_validation=0,
+        agreement=None,
+        command="zsdistill ...",
+    )
+    card = render_model_card(facts)
+    assert "| 0 | World \\| politics |" in card
+    assert "`` It is `{}`. ``" in card

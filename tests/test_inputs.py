@@ -1,5 +1,7 @@
 """Input files and options: each mistake is a clear error raised before any model is loaded."""
 
+from pathlib import Path
+
 import pytest
 from conftest import CLASS_NAMES, NEWS_TEXTS, cli_args, save_teacher, write_lines
 
@@ -185,13 +187,13 @@ def test_cli_missing_data_file(tmp_path, capsys):
 def test_cli_missing_teacher(tmp_path, capsys):
     assert run_cli(tmp_path) == 2
     error = capsys.readouterr().err
-    assert "Could not load the teacher" in error
-    assert "teacher_never_loaded" in error
+    assert "The teacher" in error
+    assert "teacher_never_loaded' was not found" in error
 
 
 def test_cli_missing_student_before_teacher_pass(tmp_path, capsys, news_files, bert_teacher):
     assert main(cli_args(*news_files, tmp_path / "o", bert_teacher, "/no/student")) == 2
-    assert "Could not load the student" in capsys.readouterr().err
+    assert "The student '/no/student' was not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -244,3 +246,49 @@ def test_multi_label_needs_contradiction(tmp_path, capsys, news_files, student):
     error = capsys.readouterr().err
     assert "no contradiction class" in error
     assert "--contradiction_id" in error
+
+
+def test_read_texts_carriage_return_line_endings(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_bytes(b"one\rtwo\r\rthree\r")
+    data = read_texts(path)
+    assert data.texts == ["one", "two", "three"]
+    assert data.blank_lines == 1
+
+
+def test_utf16_file_gets_utf16_hint(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("one\ntwo\n", encoding="utf-16")
+    with pytest.raises(InputError, match="iconv -f utf-16 -t utf-8"):
+        read_texts(path)
+
+
+def test_output_dir_inside_file_rejected_before_models(tmp_path, capsys, news_files, bert_teacher, student):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(cli_args(*news_files, blocker / "sub", bert_teacher, student)) == 2
+    error = capsys.readouterr().err
+    assert "cannot be written" in error
+    assert "a_file" in error
+
+
+def test_output_dir_same_as_model_rejected(tmp_path, capsys, news_files, bert_teacher, student):
+    argv = cli_args(*news_files, bert_teacher, bert_teacher, student, "--overwrite_output_dir")
+    assert main(argv) == 2
+    assert "is the directory of the model" in capsys.readouterr().err
+    assert (bert_teacher / "config.json").is_file()
+
+
+def test_missing_local_model_path(tmp_path, capsys, news_files, bert_teacher):
+    assert main(cli_args(*news_files, tmp_path / "o", bert_teacher, "./models/no-such-student")) == 2
+    error = capsys.readouterr().err
+    assert "'./models/no-such-student' was not found" in error
+    assert "Repo id" not in error
+
+
+def test_shipped_example_files_valid():
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    data = read_texts(examples / "news.txt")
+    assert len(data.texts) == 40
+    assert data.blank_lines == 0
+    assert read_class_names(examples / "news_classes.txt") == ["world", "sports", "business", "science/tech"]

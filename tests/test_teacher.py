@@ -140,6 +140,8 @@ def test_hypothesis_too_long_names_class(bert_teacher):
     with pytest.raises(InputError, match="a very long class name") as raised:
         check_hypotheses_fit(tokenizer, hypotheses, class_names, 32)
     assert "--max_length" in str(raised.value)
+    # The message quotes at most 80 characters of the class name and of the hypothesis.
+    assert len(str(raised.value)) < 500
     check_hypotheses_fit(tokenizer, hypotheses[:1], class_names[:1], 32)
 
 
@@ -170,6 +172,13 @@ def test_label_ids_overridden():
     assert find_nli_label_ids(config, entailment_id=2, contradiction_id=0) == NLILabelIds(2, 0)
 
 
+def test_entailment_override_on_named_contradiction():
+    # The names are wrong if entailment is the logit named contradiction, so that name is not used either.
+    config = config_with_labels(["entailment", "neutral", "contradiction"])
+    assert find_nli_label_ids(config, entailment_id=2) == NLILabelIds(2, None)
+    assert find_nli_label_ids(config, entailment_id=1) == NLILabelIds(1, 2)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -184,9 +193,15 @@ def test_label_id_overrides_checked(overrides, message):
         find_nli_label_ids(config_with_labels(["LABEL_0", "LABEL_1", "LABEL_2"]), **overrides)
 
 
-def test_missing_teacher_rejected(tmp_path):
-    with pytest.raises(InputError, match="Could not load the teacher") as raised:
+def test_missing_teacher_path_rejected(tmp_path):
+    with pytest.raises(InputError, match="was not found: no such local directory"):
         load_config_and_tokenizer(str(tmp_path / "no_such_model"), "teacher")
+
+
+def test_unavailable_hub_teacher_rejected():
+    # The tests run with HF_HUB_OFFLINE=1, so a Hub name that is not cached cannot load.
+    with pytest.raises(InputError, match="Could not load the teacher 'no-such-org/no-such-model'") as raised:
+        load_config_and_tokenizer("no-such-org/no-such-model", "teacher")
     assert "local path" in str(raised.value)
 
 

@@ -3,9 +3,9 @@
 import argparse
 import logging
 import math
+import os
 import shlex
 import sys
-import warnings
 
 from zsdistill.data import InputError
 
@@ -15,22 +15,39 @@ DEFAULT_TEMPLATE = "This example is {}."
 MIN_TEMPERATURE = 1e-6
 
 
+def _parse_number(text: str, kind: type) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _parse_number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
+def _seed(text: str) -> int:
+    value = _parse_number(text, int)
+    # numpy, which set_seed also seeds, takes seeds from 0 to 2**32 - 1.
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**32 - 1}, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _parse_number(text, float)
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _parse_number(text, float)
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be zero or a positive finite number, got {text}")
     return value
@@ -45,17 +62,21 @@ def _temperature(text: str) -> float:
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _parse_number(text, float)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
     return value
+
+
+def _label_index(text: str) -> int:
+    return _parse_number(text, int)
 
 
 class _DeprecatedMultiClass(argparse.Action):
     """`--multi_class`, the original script's name for `--multi_label`."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        warnings.warn("--multi_class is deprecated, use --multi_label", FutureWarning, stacklevel=1)
+        print("zsdistill: warning: --multi_class is deprecated, use --multi_label instead", file=sys.stderr)
         namespace.multi_label = True
 
 
@@ -96,7 +117,11 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         help="classes are independent: score each class as entailment against contradiction, train with a sigmoid",
     )
     group.add_argument(
-        "--multi_class", nargs=0, action=_DeprecatedMultiClass, help="deprecated alias of --multi_label"
+        "--multi_class",
+        nargs=0,
+        action=_DeprecatedMultiClass,
+        default=argparse.SUPPRESS,
+        help="deprecated alias of --multi_label",
     )
     group.add_argument(
         "--temperature",
@@ -113,13 +138,13 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--entailment_id",
-        type=int,
+        type=_label_index,
         default=None,
         help="index of the teacher's entailment logit (default: found by name in the teacher's config)",
     )
     group.add_argument(
         "--contradiction_id",
-        type=int,
+        type=_label_index,
         default=None,
         help="index of the logit entailment is contrasted with in multi-label mode (default: found by name)",
     )
@@ -184,7 +209,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of the texts held out to measure agreement with the teacher (default: 0.05)",
     )
     group.add_argument(
-        "--seed", type=int, default=42, help="seed for the head's initialization, split and shuffling (default: 42)"
+        "--seed", type=_seed, default=42, help="seed for the head's initialization, split and shuffling (default: 42)"
     )
 
 
@@ -202,7 +227,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="autocast for the teacher pass and training (default: the accelerate config's, else no)",
     )
-    group.add_argument("--fp16", nargs=0, action=_Fp16Alias, help="alias of --mixed_precision fp16")
+    group.add_argument(
+        "--fp16", nargs=0, action=_Fp16Alias, default=argparse.SUPPRESS, help="alias of --mixed_precision fp16"
+    )
     group.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
 
 
@@ -238,10 +265,21 @@ def _configure_logging() -> None:
     )
 
 
+def _launcher() -> str:
+    """Return how the command was started, as the user would type it again."""
+    # `accelerate launch` sets this variable for every process it starts.
+    if "ACCELERATE_DYNAMO_BACKEND" in os.environ:
+        return "accelerate launch -m zsdistill"
+    if sys.argv and sys.argv[0].endswith("__main__.py"):
+        return "python -m zsdistill"
+    return "zsdistill"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the main job.
 
-    Return the exit status: 0 on success, 2 for invalid input, 1 when the teacher returns non-finite logits.
+    Return the exit status: 0 on success, 2 for invalid input, 1 when the teacher's logits or the training loss are
+    not finite, and 130 after Ctrl-C.
     """
     if argv is None:
         argv = sys.argv[1:]
@@ -253,11 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     from zsdistill.distill import distill
 
     try:
-        distill(args, command=shlex.join(["zsdistill", *argv]))
+        distill(args, command=f"{_launcher()} {shlex.join(argv)}")
     except InputError as error:
         print(f"zsdistill: error: {error}", file=sys.stderr)
         return 2
     except FloatingPointError as error:
         print(f"zsdistill: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("zsdistill: interrupted", file=sys.stderr)
+        return 130
     return 0

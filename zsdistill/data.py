@@ -5,6 +5,7 @@ teacher pass.
 """
 
 import string
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,12 @@ def _read_lines(path: str | Path, description: str) -> list[str]:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line_number = raw.count(b"\n", 0, error.start) + 1
+        # A UTF-16 file starts with its byte order mark; any other encoding is for the user to name.
+        encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "ENCODING"
         raise InputError(
             f"{description} {path} is not valid UTF-8: line {line_number} has the invalid byte "
             f"{raw[error.start : error.start + 1]!r}. Convert the file to UTF-8, for example with "
-            f"`iconv -f latin1 -t utf-8`."
+            f"`iconv -f {encoding} -t utf-8`."
         ) from None
 
     if not content.strip():
@@ -47,9 +50,9 @@ def _read_lines(path: str | Path, description: str) -> list[str]:
             f"{description} {path} is empty or contains only blank lines. Give a file with one entry per line."
         )
 
-    # Split on "\n" only: str.splitlines() would also split on characters such as U+2028 inside a text.
-    lines = content.split("\n")
-    return [line.removesuffix("\r") for line in lines]
+    # Line endings are read as Python's text mode reads them ("\n", "\r\n" or "\r"). str.splitlines() would
+    # also split on characters such as U+2028 inside a text.
+    return content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def read_texts(path: str | Path) -> TextFile:
@@ -117,13 +120,34 @@ def check_hypothesis_template(template: str) -> None:
         )
 
 
-def check_output_dir(path: str | Path, overwrite: bool) -> None:
-    """Raise InputError if the output directory is a file, or contains files and `overwrite` is not set."""
+def check_output_dir(path: str | Path, overwrite: bool, model_paths: tuple[str, ...] = ()) -> None:
+    """Check the output directory without changing anything on disk.
+
+    Raise InputError if it is a file, is one of the local `model_paths`, or contains files and `overwrite` is not
+    set.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"--output_dir {path} is a file, not a directory. Choose another path.")
+    for model_path in model_paths:
+        if Path(model_path).exists() and path.resolve() == Path(model_path).resolve():
+            raise InputError(
+                f"--output_dir {path} is the directory of the model {model_path}, whose files the student would "
+                f"replace. Choose another directory."
+            )
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise InputError(
             f"--output_dir {path} already contains files. Choose an empty or new directory, "
             f"or pass --overwrite_output_dir to write over them."
         )
+
+
+def create_output_dir(path: str | Path) -> None:
+    """Create the output directory and check that it is writable, so that no finished work fails to save."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise InputError(f"--output_dir {path} cannot be written: {error}. Choose a writable directory.") from None

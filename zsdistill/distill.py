@@ -25,12 +25,13 @@ from zsdistill.data import (
     TextFile,
     check_hypothesis_template,
     check_output_dir,
+    create_output_dir,
     read_class_names,
     read_texts,
 )
 from zsdistill.model_card import ModelCardFacts, write_model_card
 from zsdistill.models import load_config_and_tokenizer, load_student, load_teacher, max_input_length
-from zsdistill.predictions import TEACHER_PREDICTIONS_FILE, save_teacher_predictions
+from zsdistill.predictions import TEACHER_PREDICTIONS_FILE, apply_umask, save_teacher_predictions
 from zsdistill.progress import print_table
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
@@ -83,7 +84,9 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
     data = read_texts(args.data_file)
     class_names = read_class_names(args.class_names_file)
     check_hypothesis_template(args.hypothesis_template)
-    check_output_dir(args.output_dir, args.overwrite_output_dir)
+    check_output_dir(
+        args.output_dir, args.overwrite_output_dir, (args.teacher_name_or_path, args.student_name_or_path)
+    )
     # A softmax over a single class is always 1.0, so one class is scored and trained per class, as multi-label.
     multi_label = args.multi_label or len(class_names) == 1
 
@@ -101,6 +104,7 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
 
     student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
     student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+    create_output_dir(args.output_dir)
     return RunSetup(
         data=data,
         class_names=class_names,
@@ -119,7 +123,8 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
     num_texts, num_classes = len(setup.data.texts), len(setup.class_names)
     num_pairs = num_texts * num_classes
     if setup.data.blank_lines:
-        logger.info(f"Skipped {setup.data.blank_lines} blank lines in {setup.data.path}")
+        plural = "s" if setup.data.blank_lines > 1 else ""
+        logger.info(f"Skipped {setup.data.blank_lines} blank line{plural} in {setup.data.path}")
     if setup.multi_label and not args.multi_label:
         logger.info("One class given: each text is scored against it on its own, as in multi-label mode")
     print_table(
@@ -140,8 +145,8 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         ],
     )
 
-    start = time.perf_counter()
     teacher = load_teacher(args.teacher_name_or_path)
+    start = time.perf_counter()
     logits = score_pairs(
         accelerator,
         teacher,
@@ -240,6 +245,8 @@ def save_student(
     unwrapped = accelerator.unwrap_model(student)
     unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
     if accelerator.is_main_process:
+        for weights_file in output_dir.glob("*.safetensors"):
+            apply_umask(weights_file)
         setup.student_tokenizer.save_pretrained(output_dir)
         write_model_card(output_dir, facts)
         (output_dir / RUN_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
@@ -258,6 +265,12 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         cpu=args.cpu,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
     )
+    # Accelerate accepts fp16 on a CPU but runs in float32 there, which the plan would misreport.
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise InputError(
+            "--mixed_precision fp16 has no effect on the CPU, which runs it in float32. Use --mixed_precision bf16 "
+            "for half precision on the CPU, or run on a GPU."
+        )
     set_seed(args.seed)
 
     teacher = run_teacher(args, accelerator, setup)

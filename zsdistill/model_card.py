@@ -20,6 +20,15 @@ class ModelCardFacts:
     command: str
 
 
+def _table_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    # A code span that contains a backtick needs a longer fence, padded with spaces.
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
 def render_model_card(facts: ModelCardFacts) -> str:
     """Return the model card as Markdown with the Hub's YAML metadata block."""
     mode = "multi-label (a sigmoid per class)" if facts.multi_label else "single-label (a softmax over the classes)"
@@ -27,7 +36,7 @@ def render_model_card(facts: ModelCardFacts) -> str:
         agreement = "not measured: no texts were held out (raise --validation_split to measure it)"
     else:
         agreement = f"{facts.agreement:.2%} on {facts.num_validation} held-out texts"
-    class_lines = "\n".join(f"| {index} | {name} |" for index, name in enumerate(facts.class_names))
+    class_lines = "\n".join(f"| {index} | {_table_cell(name)} |" for index, name in enumerate(facts.class_names))
     # The Hub reads base_model as a model id, so a local path is left out of the metadata.
     base_model = "" if Path(facts.student_base).exists() else f"base_model: {facts.student_base}\n"
     return f"""---
@@ -61,7 +70,7 @@ classifier("Text to classify")
 |---|---|
 | teacher | `{facts.teacher}` |
 | student base | `{facts.student_base}` |
-| hypothesis template | `{facts.hypothesis_template}` |
+| hypothesis template | {_table_cell(_code(facts.hypothesis_template))} |
 | mode | {mode} |
 | temperature | {facts.temperature} |
 | unlabeled texts | {facts.num_examples} |

@@ -1,5 +1,7 @@
 """Load the teacher and student checkpoints, by Hub name or local path, and read their input limits."""
 
+from pathlib import Path
+
 import transformers
 from transformers import (
     AutoConfig,
@@ -31,6 +33,12 @@ _NO_TOKENIZER_LIMIT = 1_000_000
 
 def load_config_and_tokenizer(name_or_path: str, role: str) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
     """Load a checkpoint's config and tokenizer, which is quick, so that a wrong name fails before any real work."""
+    # A Hub id has at most one slash and no leading dot or tilde, so anything else can only be a local path.
+    looks_local = (
+        Path(name_or_path).is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+    )
+    if looks_local and not Path(name_or_path).expanduser().exists():
+        raise InputError(f"The {role} {name_or_path!r} was not found: no such local directory. Check the path.")
     try:
         config = AutoConfig.from_pretrained(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)

@@ -1,6 +1,7 @@
 """The teacher's predictions on disk: raw logits and soft labels, one row per example, in a safetensors file."""
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -26,6 +27,17 @@ def save_teacher_predictions(
     temporary = path.with_name(path.name + ".tmp")
     save_file(tensors, temporary, metadata={key: json.dumps(value) for key, value in metadata.items()})
     temporary.replace(path)
+    apply_umask(path)
+
+
+def apply_umask(path: str | Path) -> None:
+    """Give a file the permissions that the process's umask grants new files.
+
+    safetensors creates its files readable by their owner alone, unlike the other files of an output directory.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_teacher_predictions(path: str | Path) -> tuple[TeacherLogits, torch.Tensor, dict[str, object]]:

@@ -58,6 +58,10 @@ def find_nli_label_ids(
 
     if contradiction_id is None:
         contradiction_id = next((label2id[name] for name in _CONTRADICTION_NAMES if name in label2id), None)
+        # An explicit --entailment_id that points at the label named contradiction means the names are wrong, so the
+        # contradiction found by name is dropped rather than used for both.
+        if contradiction_id == entailment_id:
+            contradiction_id = None
     if contradiction_id == entailment_id:
         raise InputError(
             f"--entailment_id and --contradiction_id are both {entailment_id}. They must name two different logits "
@@ -77,13 +81,19 @@ def check_hypotheses_fit(
     """Raise InputError if a hypothesis leaves no room for even one token of the text, naming its class."""
     special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
     for name, hypothesis in zip(class_names, hypotheses, strict=True):
-        length = len(tokenizer(hypothesis, add_special_tokens=False)["input_ids"])
+        # verbose=False keeps the tokenizer from warning that a long hypothesis exceeds the model's limit.
+        length = len(tokenizer(hypothesis, add_special_tokens=False, verbose=False)["input_ids"])
         if length + special_tokens + 1 > max_length:
             raise InputError(
-                f"The hypothesis for class {name!r} ({hypothesis!r}) is {length} tokens long. With "
-                f"{special_tokens} special tokens it leaves no room for the text within the limit of {max_length} "
-                f"tokens. Shorten the class name or the template, or raise --max_length if the teacher allows it."
+                f"The hypothesis for class {_shorten(name)!r} ({_shorten(hypothesis)!r}) is {length} tokens long. "
+                f"With {special_tokens} special tokens it leaves no room for the text within the limit of "
+                f"{max_length} tokens. Shorten the class name or the template, or raise --max_length if the "
+                f"teacher allows it."
             )
+
+
+def _shorten(text: str, max_chars: int = 80) -> str:
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
 class _PairCollator:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zsdistill.losses import distillation_loss
 from zsdistill.metrics import agreement_per_example
@@ -99,20 +100,45 @@ def _optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
     ]
 
 
+def linear_schedule_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+    """Return a schedule that rises linearly to the peak learning rate, then falls linearly towards zero.
+
+    Unlike transformers' "linear" schedule, the first and last steps get a learning rate above zero, so that a short
+    run (one or two steps on a small file) still trains.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return LambdaLR(optimizer, factor)
+
+
 def measure_agreement(
     accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader, multi_label: bool
 ) -> float | None:
     """Return the share of held-out decisions on which student and teacher agree, over all processes."""
     model.eval()
-    agreements = []
+    agreements, finite = [], []
     with torch.inference_mode():
         for batch in loader:
             soft_labels = batch.pop("soft_labels")
             logits = model(**batch).logits
-            agreements.append(accelerator.gather_for_metrics(agreement_per_example(logits, soft_labels, multi_label)))
+            batch_agreement = agreement_per_example(logits, soft_labels, multi_label)
+            batch_finite = torch.isfinite(logits).all(dim=-1)
+            batch_agreement, batch_finite = accelerator.gather_for_metrics((batch_agreement, batch_finite))
+            agreements.append(batch_agreement)
+            finite.append(batch_finite)
     model.train()
     if not agreements:
         return None
+    # Every process checks the same gathered values, so all of them stop together.
+    if not torch.cat(finite).all():
+        raise FloatingPointError(
+            "Training diverged: the student returns non-finite logits on held-out texts. Lower --learning_rate, or "
+            "run without mixed precision. The teacher's predictions are saved."
+        )
     return torch.cat(agreements).mean().item()
 
 
@@ -142,11 +168,10 @@ def train_student(
     total_updates = math.ceil(config.num_train_epochs * updates_per_epoch)
     num_epochs = math.ceil(total_updates / updates_per_epoch)
     # A prepared scheduler steps once per process at each update, so its schedule is counted in those steps.
-    scheduler = get_scheduler(
-        "linear",
-        optimizer=optimizer,
-        num_warmup_steps=math.ceil(config.warmup_ratio * total_updates) * accelerator.num_processes,
-        num_training_steps=total_updates * accelerator.num_processes,
+    scheduler = linear_schedule_with_warmup(
+        optimizer,
+        warmup_steps=math.ceil(config.warmup_ratio * total_updates) * accelerator.num_processes,
+        total_steps=total_updates * accelerator.num_processes,
     )
 
     if validation_set is not None:
@@ -177,6 +202,8 @@ def train_student(
                     # Clip only when the gradients of the whole accumulation cycle have been summed and synced.
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    # The learning rate of this step, read before the scheduler moves on to the next one.
+                    learning_rate = scheduler.get_last_lr()[0]
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
@@ -188,12 +215,18 @@ def train_student(
                     progress.update(task, advance=1)
                     # Reading the loss waits for the accelerator, so the status line is refreshed only now and then.
                     if completed_updates % STATUS_EVERY_UPDATES == 0 or completed_updates == total_updates:
-                        status = f"loss {loss.item():.4f}  lr {scheduler.get_last_lr()[0]:.2e}"
+                        status = f"loss {loss.item():.4f}  lr {learning_rate:.2e}"
                         progress.update(task, status=status)
                     if completed_updates >= total_updates:
                         break
 
             train_loss = (accelerator.reduce(loss_sum, "sum") / accelerator.reduce(loss_count, "sum")).item()
+            # Every process has the same reduced loss, so all of them stop together.
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"Training diverged: the loss of epoch {epoch} is {train_loss}. Lower --learning_rate (now "
+                    f"{config.learning_rate:g}), or run without mixed precision. The teacher's predictions are saved."
+                )
             agreement = None
             if validation_loader is not None:
                 agreement = measure_agreement(accelerator, model, validation_loader, multi_label)
