@@ -268,7 +268,7 @@ def test_output_dir_inside_file_rejected_before_models(tmp_path, capsys, news_fi
     blocker.write_text("x")
     assert main(cli_args(*news_files, blocker / "sub", bert_teacher, student)) == 2
     error = capsys.readouterr().err
-    assert "cannot be written" in error
+    assert "cannot be created" in error
     assert "a_file" in error
 
 

@@ -4,8 +4,8 @@ Every check here runs before any model is loaded, so that a wrong path or a typo
 teacher pass.
 """
 
+import os
 import string
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +147,8 @@ def create_output_dir(path: str | Path) -> None:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
     except OSError as error:
-        raise InputError(f"--output_dir {path} cannot be written: {error}. Choose a writable directory.") from None
+        raise InputError(f"--output_dir {path} cannot be created: {error}. Choose a writable directory.") from None
+    # A probe file would race with the other processes of a launch, which check that the directory is empty.
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"--output_dir {path} cannot be written: permission denied. Choose a writable directory.")
