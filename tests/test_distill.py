@@ -208,26 +208,6 @@ def test_fractional_epochs(news_files, tmp_path, bert_teacher, student):
     assert run["epochs"][0]["agreement"] is not None
 
 
-def test_model_card_metadata(tmp_path):
-    from zsdistill.model_card import ModelCardFacts, render_model_card
-
-    facts = ModelCardFacts(
-        teacher="roberta-large-mnli",
-        student_base="distilbert-base-uncased",
-        hypothesis_template="This example is {}.",
-        multi_label=False,
-        temperature=1.0,
-        class_names=["a", "b"],
-        num_examples=10,
-        num_validation=0,
-        agreement=None,
-        command="zsdistill ...",
-    )
-    assert "base_model: distilbert-base-uncased" in render_model_card(facts)
-    facts.student_base = str(tmp_path)
-    assert "base_model" not in render_model_card(facts)
-
-
 def test_single_step_run_trains(tmp_path, bert_teacher, student):
     # Four texts in one batch make one optimizer step, which warmup must not spend at a learning rate of zero.
     data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS[:4])
@@ -272,23 +252,3 @@ def test_output_file_permissions(news_files, tmp_path, bert_teacher, student):
     os.umask(umask)
     assert modes["model.safetensors"] == 0o666 & ~umask
     assert modes["teacher_predictions.safetensors"] == modes["config.json"]
-
-
-def test_model_card_escapes_markdown():
-    from zsdistill.model_card import ModelCardFacts, render_model_card
-
-    facts = ModelCardFacts(
-        teacher="t",
-        student_base="s",
-        hypothesis_template="It is `{}`.",
-        multi_label=False,
-        temperature=1.0,
-        class_names=["World | politics", "sports"],
-        num_examples=2,
-        num_validation=0,
-        agreement=None,
-        command="zsdistill ...",
-    )
-    card = render_model_card(facts)
-    assert "| 0 | World \\| politics |" in card
-    assert "`` It is `{}`. ``" in card

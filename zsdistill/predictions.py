@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from zsdistill.teacher import TeacherLogits
 
@@ -44,6 +44,6 @@ def load_teacher_predictions(path: str | Path) -> tuple[TeacherLogits, torch.Ten
     """Read a file written by save_teacher_predictions: the logits, the soft labels and the metadata."""
     with safe_open(str(path), framework="pt") as handle:
         metadata = {key: json.loads(value) for key, value in (handle.metadata() or {}).items()}
-    tensors = load_file(str(path))
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     logits = TeacherLogits(entailment=tensors["entailment_logits"], contradiction=tensors.get("contradiction_logits"))
     return logits, tensors["soft_labels"], metadata
