@@ -87,13 +87,18 @@ class _Fp16Alias(argparse.Action):
         namespace.mixed_precision = "fp16"
 
 
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("inputs and outputs")
+def add_data_arguments(parser: argparse.ArgumentParser, class_names_file: bool = True) -> None:
+    group = parser.add_argument_group("inputs")
     group.add_argument(
         "--data_file", required=True, help="UTF-8 text file with one unlabeled example per line; blank lines skipped"
     )
-    group.add_argument("--class_names_file", required=True, help="UTF-8 text file with one class name per line")
-    group.add_argument("--output_dir", required=True, help="directory for the student, its tokenizer and model card")
+    if class_names_file:
+        group.add_argument("--class_names_file", required=True, help="UTF-8 text file with one class name per line")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, contents: str) -> None:
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--output_dir", required=True, help=f"directory for {contents}")
     group.add_argument(
         "--overwrite_output_dir", action="store_true", help="write into --output_dir even if it already contains files"
     )
@@ -112,6 +117,54 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"hypothesis with one {{}} for the class name (default: {DEFAULT_TEMPLATE!r})",
     )
     group.add_argument(
+        "--teacher_batch_size",
+        type=_positive_int,
+        default=32,
+        help="(text, hypothesis) pairs per teacher forward pass, per process (default: 32)",
+    )
+    group.add_argument(
+        "--teacher_max_tokens",
+        type=_positive_int,
+        default=None,
+        help="also cap each teacher batch at this many tokens after padding, so that batches of long texts hold "
+        "fewer pairs (default: no cap)",
+    )
+    group.add_argument(
+        "--teacher_dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="dtype of the teacher's weights; auto is bfloat16 on GPUs and CPUs that support it, else float32 "
+        "(default: auto)",
+    )
+    group.add_argument(
+        "--teacher_chunk_size",
+        type=_positive_int,
+        default=16384,
+        help="pairs per chunk of the teacher pass: each chunk is sorted by length and saved when it finishes, so an "
+        "interrupted pass resumes after its last chunk (default: 16384)",
+    )
+    group.add_argument(
+        "--recompute_teacher",
+        action="store_true",
+        help="discard teacher predictions in --output_dir that were made for other inputs, instead of stopping",
+    )
+    group.add_argument(
+        "--entailment_id",
+        type=_label_index,
+        default=None,
+        help="index of the teacher's entailment logit (default: found by name in the teacher's config)",
+    )
+    group.add_argument(
+        "--contradiction_id",
+        type=_label_index,
+        default=None,
+        help="index of the logit entailment is contrasted with in multi-label mode (default: found by name)",
+    )
+
+
+def add_soft_label_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("soft labels")
+    group.add_argument(
         "--multi_label",
         action="store_true",
         help="classes are independent: score each class as entailment against contradiction, train with a sigmoid",
@@ -129,24 +182,6 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="divides the teacher's logits before the softmax, at least 1e-6; above 1 smooths the soft labels "
         "(default: 1.0)",
-    )
-    group.add_argument(
-        "--teacher_batch_size",
-        type=_positive_int,
-        default=32,
-        help="(text, hypothesis) pairs per teacher forward pass, per process (default: 32)",
-    )
-    group.add_argument(
-        "--entailment_id",
-        type=_label_index,
-        default=None,
-        help="index of the teacher's entailment logit (default: found by name in the teacher's config)",
-    )
-    group.add_argument(
-        "--contradiction_id",
-        type=_label_index,
-        default=None,
-        help="index of the logit entailment is contrasted with in multi-label mode (default: found by name)",
     )
 
 
@@ -233,20 +268,73 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpu", action="store_true", help="run on the CPU even if an accelerator is available")
 
 
+DESCRIPTION = (
+    "Distill a zero-shot NLI classifier into a fast student: the teacher scores every (text, class) pair of the "
+    "unlabeled texts, and the student learns its soft labels, answering in one pass per text."
+)
+EPILOG = """\
+subcommands:
+  zsdistill teacher ...   run the teacher pass only and save its predictions
+  zsdistill train ...     train a student from saved teacher predictions, without loading the teacher
+  Run `zsdistill SUBCOMMAND --help` for the flags of each.
+
+Run on several processes or machines with `accelerate launch -m zsdistill ...`."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Build the parser of the plain command, which runs the teacher pass and the student's training in one go."""
     parser = argparse.ArgumentParser(
         prog="zsdistill",
-        description=(
-            "Distill a zero-shot NLI classifier into a fast student: the teacher scores every (text, class) pair "
-            "of the unlabeled texts, and the student learns its soft labels, answering in one pass per text."
-        ),
-        epilog="Run on several processes or machines with `accelerate launch -m zsdistill ...`.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_input_arguments(parser)
+    add_data_arguments(parser)
+    add_output_arguments(parser, "the student, its tokenizer, model card and the teacher's predictions")
     add_teacher_arguments(parser)
+    add_soft_label_arguments(parser)
     add_training_arguments(parser)
     add_runtime_arguments(parser)
     return parser
+
+
+def build_teacher_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsdistill teacher",
+        description="Run the teacher over every (text, class) pair and save its logits, to train students later.",
+    )
+    add_data_arguments(parser)
+    add_output_arguments(parser, "the teacher's predictions")
+    add_teacher_arguments(parser)
+    add_runtime_arguments(parser)
+    return parser
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsdistill train",
+        description="Train a student on the predictions saved by `zsdistill teacher` or a full run, without loading "
+        "the teacher. The classes and the template are those the predictions were made with.",
+    )
+    parser.add_argument(
+        "--teacher_predictions",
+        required=True,
+        help="directory that contains teacher_predictions.safetensors, or the path of that file",
+    )
+    add_data_arguments(parser, class_names_file=False)
+    add_output_arguments(parser, "the student, its tokenizer and model card")
+    add_soft_label_arguments(parser)
+    add_training_arguments(parser)
+    add_runtime_arguments(parser)
+    return parser
+
+
+# Each subcommand's parser and the function, in zsdistill.distill, that runs it. The plain command is "distill".
+COMMANDS = {
+    "distill": (build_parser, "distill"),
+    "teacher": (build_teacher_parser, "teacher_only"),
+    "train": (build_train_parser, "train_only"),
+}
 
 
 def _configure_logging() -> None:
@@ -276,22 +364,27 @@ def _launcher() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments and run the main job.
+    """Parse the arguments and run the plain command or a subcommand.
 
     Return the exit status: 0 on success, 2 for invalid input, 1 when the teacher's logits or the training loss are
     not finite, and 130 after Ctrl-C.
     """
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in COMMANDS:
+        name, rest = argv[0], argv[1:]
+    else:
+        name, rest = "distill", argv
+    build, runner_name = COMMANDS[name]
+    args = build().parse_args(rest)
     _configure_logging()
 
     # Imported here so that `--help` and argument errors return before torch and transformers load.
-    from zsdistill.distill import distill
+    from zsdistill import distill
 
+    runner = getattr(distill, runner_name)
     try:
-        distill(args, command=f"{_launcher()} {shlex.join(argv)}")
+        runner(args, command=f"{_launcher()} {shlex.join(argv)}")
     except InputError as error:
         print(f"zsdistill: error: {error}", file=sys.stderr)
         return 2

@@ -1,14 +1,18 @@
 """The NLI teacher: find its entailment and contradiction logits, and score every (text, hypothesis) pair."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
+from accelerate.logging import get_logger
+from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from zsdistill.data import InputError
 from zsdistill.progress import make_progress
+
+logger = get_logger(__name__)
 
 _CONTRADICTION_NAMES = ("contradiction", "not_entailment", "non_entailment", "not entailment", "non-entailment")
 
@@ -96,33 +100,197 @@ def _shorten(text: str, max_chars: int = 80) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
-class _PairCollator:
-    """Tokenize a batch of pair indices into teacher inputs, truncating only the text (the premise).
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], hypotheses: list[str], max_length: int
+) -> dict[str, list[list[int]]]:
+    """Tokenize every (text, hypothesis) pair in one call to the fast tokenizer, without padding.
 
-    Pair `i` is text `i // K` with hypothesis `i % K`, so the flat index also gives the pair's place in the output.
+    Pair `i` is text `i // K` with hypothesis `i % K`. Only the text (the premise) is truncated, as in transformers'
+    zero-shot pipeline, so that every hypothesis stays whole.
+    """
+    num_classes = len(hypotheses)
+    encodings = tokenizer(
+        [text for text in texts for _ in range(num_classes)],
+        hypotheses * len(texts),
+        truncation="only_first",
+        max_length=max_length,
+    )
+    return {name: encodings[name] for name in tokenizer.model_input_names if name in encodings}
+
+
+def plan_batches(
+    lengths: list[int], batch_size: int, max_tokens: int | None, num_processes: int
+) -> list[list[list[int]]]:
+    """Group pair indices into batches of similar length and deal them out to the processes.
+
+    Returns one entry per step, each holding up to `num_processes` batches: process `r` runs the `r`-th batch of
+    every step, or none when a step has fewer. Pairs are sorted longest first, so a batch pads to almost nothing,
+    the largest batch runs first (a batch that does not fit in memory fails at once), and the batches of one step
+    hold about as many tokens each, which keeps the processes in step. A batch holds at most `batch_size` pairs
+    and, when `max_tokens` is set, at most `max_tokens` tokens after padding (but always at least one pair).
+    """
+    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for index in order:
+        # The first pair of a batch is its longest, so the padded size of the batch is its length times the count.
+        full = len(batch) == batch_size or (
+            max_tokens is not None and (len(batch) + 1) * lengths[batch[0]] > max_tokens
+        )
+        if batch and full:
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    if batch:
+        batches.append(batch)
+    return [batches[start : start + num_processes] for start in range(0, len(batches), num_processes)]
+
+
+def _pad(sequences: list[list[int]], pad_value: int, padding_side: str) -> torch.Tensor:
+    padded = torch.full((len(sequences), max(len(sequence) for sequence in sequences)), pad_value, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        if padding_side == "left":
+            padded[row, padded.shape[1] - len(sequence) :] = torch.tensor(sequence)
+        else:
+            padded[row, : len(sequence)] = torch.tensor(sequence)
+    return padded
+
+
+class PairScorer:
+    """The teacher prepared on its device, scoring (text, hypothesis) pairs in length-sorted batches.
+
+    Every process calls `score` with the same texts. Each runs its share of the batches, and the results of every
+    step are gathered, so that every process returns all the logits.
     """
 
-    def __init__(self, tokenizer, texts, hypotheses, max_length):
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        hypotheses: list[str],
+        label_ids: NLILabelIds,
+        batch_size: int,
+        max_length: int,
+        max_tokens: int | None = None,
+    ):
+        self.accelerator = accelerator
         self.tokenizer = tokenizer
-        self.texts = texts
         self.hypotheses = hypotheses
+        self.batch_size = batch_size
         self.max_length = max_length
+        self.max_tokens = max_tokens
+        self.columns = [label_ids.entailment]
+        if label_ids.contradiction is not None:
+            self.columns.append(label_ids.contradiction)
+        self.pad_values = {
+            "input_ids": tokenizer.pad_token_id,
+            "attention_mask": 0,
+            "token_type_ids": tokenizer.pad_token_type_id,
+        }
 
-    def __call__(self, pair_indices: list[int]) -> dict[str, torch.Tensor]:
-        num_classes = len(self.hypotheses)
-        premises = [self.texts[i // num_classes] for i in pair_indices]
-        hypotheses = [self.hypotheses[i % num_classes] for i in pair_indices]
-        batch = self.tokenizer(
-            premises,
-            hypotheses,
-            truncation="only_first",
-            max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-        inputs = {name: batch[name] for name in self.tokenizer.model_input_names if name in batch}
-        inputs["pair_index"] = torch.tensor(pair_indices, dtype=torch.long)
-        return inputs
+        # A model without trainable parameters is not wrapped in DistributedDataParallel, whose forward would add a
+        # buffer broadcast to every batch. prepare() still moves it to the device and applies mixed-precision
+        # autocast.
+        model.requires_grad_(False)
+        model.eval()
+        self.model = accelerator.prepare(model)
+
+        self.pairs_scored = 0
+        self.padded_tokens = 0
+        self.real_tokens = 0
+
+    def score(self, texts: list[str], on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Return the logits of every pair of `texts`, shape (len(texts), K, C), float32, on the CPU, in input order.
+
+        C is 2 (entailment, contradiction) when the teacher has a contradiction label, else 1. `on_step` is called
+        with the number of pairs finished after every step. A batch that does not fit in memory on any process
+        makes every process halve its batch size and start these texts again.
+        """
+        encodings = tokenize_pairs(self.tokenizer, texts, self.hypotheses, self.max_length)
+        lengths = [len(ids) for ids in encodings["input_ids"]]
+        while True:
+            logits = self._score_encoded(encodings, lengths, on_step, lambda pair: texts[pair // len(self.hypotheses)])
+            if logits is not None:
+                return logits.view(len(texts), len(self.hypotheses), len(self.columns))
+            if self.batch_size == 1:
+                raise RuntimeError(
+                    "A single (text, hypothesis) pair does not fit in the accelerator's memory. Lower --max_length, "
+                    "load the teacher in half precision with --teacher_dtype, or shard it with an FSDP config."
+                )
+            self.batch_size = max(1, self.batch_size // 2)
+            if self.max_tokens is not None:
+                self.max_tokens = max(1, self.max_tokens // 2)
+            logger.warning(f"A teacher batch ran out of memory: retrying with {self.batch_size} pairs per batch")
+
+    def _score_encoded(self, encodings, lengths, on_step, texts_of_pairs) -> torch.Tensor | None:
+        """Run the planned steps; return the logits, or None when some process ran out of memory."""
+        accelerator = self.accelerator
+        num_pairs = len(lengths)
+        steps = plan_batches(lengths, self.batch_size, self.max_tokens, accelerator.num_processes)
+        logits_out = torch.empty(num_pairs, len(self.columns), dtype=torch.float32)
+        scored_here = 0
+        for step in steps:
+            # A process left without a batch in the last step scores one pair and discards it: under FSDP every
+            # process must run each forward, because the forward gathers the sharded weights from all of them.
+            own = step[accelerator.process_index] if accelerator.process_index < len(step) else step[0][:1]
+            keep = accelerator.process_index < len(step)
+            pair_index = torch.tensor(own if keep else [-1], device=accelerator.device)
+
+            out_of_memory = torch.zeros(1, dtype=torch.long, device=accelerator.device)
+            try:
+                logits = self._forward(encodings, own)
+            except RuntimeError as error:
+                if not should_reduce_batch_size(error):
+                    raise
+                out_of_memory += 1
+                logits = torch.zeros(len(own), len(self.columns), device=accelerator.device)
+
+            # Every process joins the same collectives at every step, whatever its own batch did, so that an uneven
+            # last step or a failed batch cannot leave one process waiting for the others.
+            pair_index, logits = accelerator.pad_across_processes((pair_index, logits), dim=0, pad_index=-1)
+            pair_index, logits, out_of_memory = accelerator.gather((pair_index, logits, out_of_memory))
+            if out_of_memory.any():
+                del logits
+                clear_device_cache(garbage_collection=True)
+                if on_step is not None:
+                    on_step(-scored_here)
+                return None
+            found = pair_index >= 0
+            pair_index, logits = pair_index[found].cpu(), logits[found].cpu()
+
+            # Every process checks the same gathered values, so all of them stop together.
+            if not torch.isfinite(logits).all():
+                first = pair_index[~torch.isfinite(logits).all(dim=1)][0].item()
+                text, hypothesis = texts_of_pairs(first), self.hypotheses[first % len(self.hypotheses)]
+                raise FloatingPointError(
+                    f"The teacher returned a non-finite logit for the text {_shorten(text)!r} with the hypothesis "
+                    f"{hypothesis!r}. Half precision overflows in some models: run with --teacher_dtype float32 "
+                    f"and --mixed_precision no."
+                )
+            logits_out[pair_index] = logits
+            scored_here += len(pair_index)
+            if on_step is not None:
+                on_step(len(pair_index))
+
+        self.pairs_scored += num_pairs
+        for step in steps:
+            for batch in step:
+                self.real_tokens += sum(lengths[index] for index in batch)
+                self.padded_tokens += len(batch) * lengths[batch[0]]
+        return logits_out
+
+    def _forward(self, encodings: dict[str, list[list[int]]], indices: list[int]) -> torch.Tensor:
+        padding_side = self.tokenizer.padding_side
+        batch = {
+            name: _pad([values[index] for index in indices], self.pad_values.get(name, 0), padding_side).to(
+                self.accelerator.device
+            )
+            for name, values in encodings.items()
+        }
+        with torch.inference_mode():
+            # The softmax that turns these logits into soft labels runs in float32, whatever the teacher's dtype.
+            return self.model(**batch).logits[:, self.columns].float()
 
 
 def score_pairs(
@@ -134,48 +302,23 @@ def score_pairs(
     label_ids: NLILabelIds,
     batch_size: int,
     max_length: int,
+    *,
+    max_tokens: int | None = None,
 ) -> TeacherLogits:
     """Run every (text, hypothesis) pair through the teacher and return its logits in input order.
 
-    Each process scores its shard of the pairs. Results are gathered per batch with the pair index attached, so the
-    output order never depends on how the pairs were batched or sharded.
+    The pairs are scored in memory in one go; the teacher pass of a run goes through `zsdistill.teacher_pass`,
+    which splits a data file into chunks saved as they finish.
     """
-    num_texts, num_classes = len(texts), len(hypotheses)
-    num_pairs = num_texts * num_classes
-    collator = _PairCollator(tokenizer, texts, hypotheses, max_length)
-    loader = DataLoader(range(num_pairs), batch_size=batch_size, shuffle=False, collate_fn=collator)
-
-    # A model without trainable parameters is not wrapped in DistributedDataParallel, whose forward would add a
-    # buffer broadcast to every batch. prepare() still moves it to the device and applies mixed-precision autocast.
-    model.requires_grad_(False)
-    model.eval()
-    model, loader = accelerator.prepare(model, loader)
-
-    columns = [label_ids.entailment]
-    if label_ids.contradiction is not None:
-        columns.append(label_ids.contradiction)
-    logits_out = torch.empty(num_pairs, len(columns), dtype=torch.float32)
-
-    with make_progress(accelerator, unit="pairs") as progress, torch.inference_mode():
+    scorer = PairScorer(accelerator, model, tokenizer, hypotheses, label_ids, batch_size, max_length, max_tokens)
+    num_pairs = len(texts) * len(hypotheses)
+    with make_progress(accelerator, unit="pairs") as progress:
         task = progress.add_task("Teacher pass", total=num_pairs)
-        for batch in loader:
-            pair_index = batch.pop("pair_index")
-            logits = model(**batch).logits[:, columns].float()
+        logits = scorer.score(texts, on_step=lambda pairs: progress.update(task, advance=pairs))
+    return logits_to_teacher_logits(logits)
 
-            # Gather inside the loop over the prepared loader: that is where Accelerate drops the samples it
-            # repeated to give every process an equal number of batches.
-            pair_index, logits = accelerator.gather_for_metrics((pair_index, logits))
-            # Every process checks the same gathered values, so all of them stop together.
-            if not torch.isfinite(logits).all():
-                first = pair_index[~torch.isfinite(logits).all(dim=1)][0].item()
-                raise FloatingPointError(
-                    f"The teacher returned a non-finite logit for text {first // num_classes} (0-based, blank lines "
-                    f"not counted) and hypothesis {hypotheses[first % num_classes]!r}. Half precision can overflow "
-                    f"in some models: run with --mixed_precision no."
-                )
-            logits_out[pair_index.cpu()] = logits.cpu()
-            progress.update(task, advance=len(pair_index))
 
-    logits_out = logits_out.view(num_texts, num_classes, len(columns))
-    contradiction = logits_out[..., 1].contiguous() if label_ids.contradiction is not None else None
-    return TeacherLogits(entailment=logits_out[..., 0].contiguous(), contradiction=contradiction)
+def logits_to_teacher_logits(logits: torch.Tensor) -> TeacherLogits:
+    """Split logits of shape (N, K, C) into entailment and, when C is 2, contradiction."""
+    contradiction = logits[..., 1].contiguous() if logits.shape[-1] == 2 else None
+    return TeacherLogits(entailment=logits[..., 0].contiguous(), contradiction=contradiction)
