@@ -120,11 +120,13 @@ def check_hypothesis_template(template: str) -> None:
         )
 
 
-def check_output_dir(path: str | Path, overwrite: bool, model_paths: tuple[str, ...] = ()) -> None:
+def check_output_dir(
+    path: str | Path, overwrite: bool, model_paths: tuple[str, ...] = (), reusable: tuple[str, ...] = ()
+) -> None:
     """Check the output directory without changing anything on disk.
 
     Raise InputError if it is a file, is one of the local `model_paths`, or contains files and `overwrite` is not
-    set.
+    set. Entries named in `reusable`, the saved work that a run resumes from, do not count as files.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -135,10 +137,12 @@ def check_output_dir(path: str | Path, overwrite: bool, model_paths: tuple[str, 
                 f"--output_dir {path} is the directory of the model {model_path}, whose files the student would "
                 f"replace. Choose another directory."
             )
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    other_entries = [entry.name for entry in path.iterdir() if entry.name not in reusable] if path.is_dir() else []
+    if other_entries and not overwrite:
         raise InputError(
-            f"--output_dir {path} already contains files. Choose an empty or new directory, "
-            f"or pass --overwrite_output_dir to write over them."
+            f"--output_dir {path} already contains files ({', '.join(sorted(other_entries)[:3])}"
+            f"{', ...' if len(other_entries) > 3 else ''}). Choose an empty or new directory, or pass "
+            f"--overwrite_output_dir to write over them."
         )
 
 

@@ -5,7 +5,6 @@ Each stage is a function, called in order by `distill`: checking the inputs and 
 """
 
 import argparse
-import gc
 import json
 import platform
 import time
@@ -30,8 +29,23 @@ from zsdistill.data import (
     read_texts,
 )
 from zsdistill.model_card import ModelCardFacts, write_model_card
-from zsdistill.models import load_config_and_tokenizer, load_student, load_teacher, max_input_length
-from zsdistill.predictions import TEACHER_PREDICTIONS_FILE, apply_umask, save_teacher_predictions
+from zsdistill.models import (
+    load_config_and_tokenizer,
+    load_student,
+    load_teacher,
+    max_input_length,
+    resolve_teacher_dtype,
+)
+from zsdistill.predictions import (
+    TEACHER_CACHE_ENTRIES,
+    TEACHER_PREDICTIONS_FILE,
+    TeacherCache,
+    TeacherRecord,
+    apply_umask,
+    hash_texts,
+    load_teacher_predictions,
+    read_predictions_metadata,
+)
 from zsdistill.progress import print_table
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
@@ -39,8 +53,8 @@ from zsdistill.teacher import (
     build_hypotheses,
     check_hypotheses_fit,
     find_nli_label_ids,
-    score_pairs,
 )
+from zsdistill.teacher_pass import TeacherPassResult, run_teacher_pass
 from zsdistill.training import (
     EpochResult,
     SoftLabelDataset,
@@ -66,34 +80,39 @@ class RunSetup:
     label_ids: NLILabelIds
     teacher_tokenizer: PreTrainedTokenizerBase
     teacher_max_length: int
+    teacher_revision: str | None
+    student_tokenizer: PreTrainedTokenizerBase | None
+    student_max_length: int | None
+
+
+@dataclass
+class StudentSetup:
+    """The texts, classes and student tokenizer that training needs, checked before any weight is loaded."""
+
+    data: TextFile
+    class_names: list[str]
+    multi_label: bool
     student_tokenizer: PreTrainedTokenizerBase
     student_max_length: int
 
 
-@dataclass
-class TeacherResult:
-    """The teacher pass's soft labels and how long it took."""
+def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
+    """Read and check the input files and the models' configs and tokenizers, loading no weights.
 
-    soft_labels: torch.Tensor
-    num_pairs: int
-    seconds: float
-
-
-def check_inputs(args: argparse.Namespace) -> RunSetup:
-    """Read and check the input files and both models' configs and tokenizers, loading no weights."""
+    The student is checked only when `train` is set.
+    """
     data = read_texts(args.data_file)
     class_names = read_class_names(args.class_names_file)
     check_hypothesis_template(args.hypothesis_template)
-    check_output_dir(
-        args.output_dir, args.overwrite_output_dir, (args.teacher_name_or_path, args.student_name_or_path)
-    )
+    model_paths = (args.teacher_name_or_path, args.student_name_or_path) if train else (args.teacher_name_or_path,)
+    check_output_dir(args.output_dir, args.overwrite_output_dir, model_paths, reusable=TEACHER_CACHE_ENTRIES)
     # A softmax over a single class is always 1.0, so one class is scored and trained per class, as multi-label.
-    multi_label = args.multi_label or len(class_names) == 1
+    multi_label = getattr(args, "multi_label", False) or len(class_names) == 1
 
     teacher_config, teacher_tokenizer = load_config_and_tokenizer(args.teacher_name_or_path, "teacher")
     label_ids = find_nli_label_ids(teacher_config, args.entailment_id, args.contradiction_id)
     if multi_label and label_ids.contradiction is None:
-        reason = "--multi_label" if args.multi_label else "a single class"
+        reason = "a single class" if len(class_names) == 1 else "--multi_label"
         raise InputError(
             f"The teacher's labels ({teacher_config.id2label}) name no contradiction class, which {reason} needs. "
             f"Pass --contradiction_id with the index of the logit to contrast entailment with."
@@ -102,8 +121,10 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
     hypotheses = build_hypotheses(args.hypothesis_template, class_names)
     check_hypotheses_fit(teacher_tokenizer, hypotheses, class_names, teacher_max_length)
 
-    student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
-    student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+    student_tokenizer, student_max_length = None, None
+    if train:
+        student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
+        student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
     create_output_dir(args.output_dir)
     return RunSetup(
         data=data,
@@ -113,79 +134,91 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
         label_ids=label_ids,
         teacher_tokenizer=teacher_tokenizer,
         teacher_max_length=teacher_max_length,
+        teacher_revision=getattr(teacher_config, "_commit_hash", None),
         student_tokenizer=student_tokenizer,
         student_max_length=student_max_length,
     )
 
 
-def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSetup) -> TeacherResult:
-    """Score every (text, hypothesis) pair with the teacher and save its predictions into --output_dir."""
+def _teacher_identity(name_or_path: str) -> str:
+    """Return a local teacher's absolute path, so that two spellings of one path match, or a Hub name as given."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
+
+
+def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSetup) -> TeacherPassResult:
+    """Score every (text, hypothesis) pair with the teacher, saving its logits into --output_dir as it goes.
+
+    Saved work from an earlier run of the same inputs in --output_dir is reused.
+    """
     num_texts, num_classes = len(setup.data.texts), len(setup.class_names)
     num_pairs = num_texts * num_classes
     if setup.data.blank_lines:
         plural = "s" if setup.data.blank_lines > 1 else ""
         logger.info(f"Skipped {setup.data.blank_lines} blank line{plural} in {setup.data.path}")
-    if setup.multi_label and not args.multi_label:
+    if len(setup.class_names) == 1 and not getattr(args, "multi_label", False):
         logger.info("One class given: each text is scored against it on its own, as in multi-label mode")
+
+    dtype = resolve_teacher_dtype(args.teacher_dtype, accelerator.device)
+    num_distinct = len(set(setup.data.texts))
+    record = TeacherRecord(
+        teacher=_teacher_identity(args.teacher_name_or_path),
+        teacher_revision=setup.teacher_revision,
+        hypothesis_template=args.hypothesis_template,
+        class_names=setup.class_names,
+        entailment_id=setup.label_ids.entailment,
+        contradiction_id=setup.label_ids.contradiction,
+        max_length=setup.teacher_max_length,
+        teacher_dtype=str(dtype).removeprefix("torch."),
+        mixed_precision=accelerator.mixed_precision,
+        texts_sha256=hash_texts(setup.data.texts),
+        num_texts=num_texts,
+        num_unique_texts=num_distinct,
+        texts_per_chunk=max(1, args.teacher_chunk_size // num_classes),
+    )
+    batch_text = f"{args.teacher_batch_size} pairs"
+    if args.teacher_max_tokens is not None:
+        batch_text += f", at most {args.teacher_max_tokens:,} tokens"
     print_table(
         accelerator,
         "Teacher pass",
         [
             ("teacher", args.teacher_name_or_path),
-            ("examples", f"{num_texts:,}"),
+            ("examples", f"{num_texts:,} ({num_distinct:,} distinct, each scored once)"),
             ("classes", f"{num_classes} ({', '.join(setup.class_names)})"),
-            ("pairs", f"{num_pairs:,} (examples × classes)"),
+            ("pairs", f"{num_pairs:,} (examples × classes), {num_distinct * num_classes:,} to score"),
             ("hypothesis template", repr(args.hypothesis_template)),
-            ("mode", "multi-label" if setup.multi_label else "single-label"),
-            ("batch size per process", f"{args.teacher_batch_size} pairs"),
+            ("batch size per process", f"{batch_text}, sorted by length"),
             ("max length", f"{setup.teacher_max_length} tokens"),
             ("processes", str(accelerator.num_processes)),
             ("device", str(accelerator.device)),
+            ("teacher dtype", f"{record.teacher_dtype} ({args.teacher_dtype})"),
             ("mixed precision", accelerator.mixed_precision),
         ],
     )
 
-    teacher = load_teacher(args.teacher_name_or_path)
-    start = time.perf_counter()
-    logits = score_pairs(
+    result = run_teacher_pass(
         accelerator,
-        teacher,
-        setup.teacher_tokenizer,
+        TeacherCache(args.output_dir),
+        record,
         setup.data.texts,
+        lambda: load_teacher(args.teacher_name_or_path, dtype),
+        setup.teacher_tokenizer,
         setup.hypotheses,
         setup.label_ids,
         args.teacher_batch_size,
-        setup.teacher_max_length,
+        args.teacher_max_tokens,
+        recompute=args.recompute_teacher,
     )
-    seconds = time.perf_counter() - start
-    soft_labels = soft_labels_from_logits(logits, setup.multi_label, args.temperature)
-
-    # Save the teacher's work before training, so a failure later does not lose it.
-    output_dir = Path(args.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        metadata = {
-            "teacher": args.teacher_name_or_path,
-            "hypothesis_template": args.hypothesis_template,
-            "class_names": setup.class_names,
-            "multi_label": setup.multi_label,
-            "temperature": args.temperature,
-            "entailment_id": setup.label_ids.entailment,
-            "contradiction_id": setup.label_ids.contradiction,
-            "max_length": setup.teacher_max_length,
-        }
-        save_teacher_predictions(output_dir / TEACHER_PREDICTIONS_FILE, logits, soft_labels, metadata)
+    if result.pairs_scored:
+        padding = "" if result.padding_share is None else f", {result.padding_share:.1%} of tokens were padding"
+        logger.info(
+            f"Teacher pass: {result.pairs_scored:,} pairs scored in {result.seconds:.1f} s "
+            f"({result.pairs_scored / result.seconds:,.1f} pairs/s){padding}; predictions saved to "
+            f"{Path(args.output_dir) / TEACHER_PREDICTIONS_FILE}"
+        )
     accelerator.wait_for_everyone()
-    logger.info(
-        f"Teacher pass: {num_pairs:,} pairs in {seconds:.1f} s ({num_pairs / seconds:,.1f} pairs/s), "
-        f"predictions saved to {output_dir / TEACHER_PREDICTIONS_FILE}"
-    )
-
-    # Free the teacher before the student is loaded: on one accelerator the two need not fit together.
-    del teacher
-    accelerator.free_memory()
-    gc.collect()
-    return TeacherResult(soft_labels=soft_labels, num_pairs=num_pairs, seconds=seconds)
+    return result
 
 
 def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
@@ -194,7 +227,7 @@ def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
 
 
 def run_training(
-    args: argparse.Namespace, accelerator: Accelerator, setup: RunSetup, soft_labels: torch.Tensor
+    args: argparse.Namespace, accelerator: Accelerator, setup: StudentSetup, soft_labels: torch.Tensor
 ) -> tuple[PreTrainedModel, list[EpochResult], int, float]:
     """Train the student on the soft labels; return it, its epochs, the number of held-out texts and the time."""
     set_seed(args.seed)
@@ -233,7 +266,7 @@ def run_training(
 def save_student(
     args: argparse.Namespace,
     accelerator: Accelerator,
-    setup: RunSetup,
+    setup: StudentSetup,
     student: PreTrainedModel,
     facts: ModelCardFacts,
     summary: dict,
@@ -253,17 +286,12 @@ def save_student(
     accelerator.wait_for_everyone()
 
 
-def distill(args: argparse.Namespace, command: str) -> dict:
-    """Run the whole job for parsed command-line arguments and return the summary written to zsdistill_run.json.
-
-    `command` is the command line as the user typed it, recorded in the model card.
-    """
-    # Check every input before loading any model weights, so a mistake costs seconds.
-    setup = check_inputs(args)
+def make_accelerator(args: argparse.Namespace) -> Accelerator:
+    """Create the Accelerator for the run's flags, rejecting half precision that would not take effect."""
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         cpu=args.cpu,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        gradient_accumulation_steps=getattr(args, "gradient_accumulation_steps", 1),
     )
     # Accelerate accepts fp16 on a CPU but runs in float32 there, which the plan would misreport.
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
@@ -271,16 +299,36 @@ def distill(args: argparse.Namespace, command: str) -> dict:
             "--mixed_precision fp16 has no effect on the CPU, which runs it in float32. Use --mixed_precision bf16 "
             "for half precision on the CPU, or run on a GPU."
         )
-    set_seed(args.seed)
+    return accelerator
 
-    teacher = run_teacher(args, accelerator, setup)
-    student, epochs, num_validation, training_seconds = run_training(args, accelerator, setup, teacher.soft_labels)
+
+def _versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": version("transformers"),
+        "accelerate": version("accelerate"),
+    }
+
+
+def train_and_save(
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    setup: StudentSetup,
+    soft_labels: torch.Tensor,
+    teacher_name: str,
+    hypothesis_template: str,
+    command: str,
+    teacher_summary: dict,
+) -> dict:
+    """Train the student on the soft labels, save it with its model card and run summary, and return the summary."""
+    student, epochs, num_validation, training_seconds = run_training(args, accelerator, setup, soft_labels)
 
     agreement = epochs[-1].agreement if epochs else None
     facts = ModelCardFacts(
-        teacher=args.teacher_name_or_path,
+        teacher=teacher_name,
         student_base=args.student_name_or_path,
-        hypothesis_template=args.hypothesis_template,
+        hypothesis_template=hypothesis_template,
         multi_label=setup.multi_label,
         temperature=args.temperature,
         class_names=setup.class_names,
@@ -297,29 +345,191 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         "class_names": setup.class_names,
         "num_examples": len(setup.data.texts),
         "num_blank_lines": setup.data.blank_lines,
-        "num_pairs": teacher.num_pairs,
         "num_processes": accelerator.num_processes,
-        "teacher_seconds": teacher.seconds,
-        "teacher_pairs_per_second": teacher.num_pairs / teacher.seconds,
+        **teacher_summary,
         "training_seconds": training_seconds,
         "epochs": [asdict(epoch) for epoch in epochs],
         "agreement": agreement,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": version("transformers"),
-            "accelerate": version("accelerate"),
-        },
+        "versions": _versions(),
     }
     save_student(args, accelerator, setup, student, facts, summary)
+    return summary
 
+
+def _agreement_text(agreement: float | None) -> str:
+    return "not measured" if agreement is None else f"{agreement:.2%} of held-out decisions"
+
+
+def _teacher_summary(result: TeacherPassResult) -> dict:
+    return {
+        "num_pairs": result.num_pairs,
+        "teacher_pairs_scored": result.pairs_scored,
+        "teacher_chunks_reused": result.chunks_reused,
+        "teacher_seconds": result.seconds,
+        "teacher_pairs_per_second": result.pairs_scored / result.seconds if result.pairs_scored else None,
+        "teacher_padding_share": result.padding_share,
+    }
+
+
+def _teacher_pass_text(result: TeacherPassResult) -> str:
+    if not result.pairs_scored:
+        return f"reused from an earlier run ({result.num_pairs:,} pairs)"
+    text = f"{result.seconds:.1f} s, {result.pairs_scored / result.seconds:,.1f} pairs/s"
+    if result.chunks_reused:
+        text += f", {result.chunks_reused} of {result.num_chunks} chunks reused"
+    return text
+
+
+def distill(args: argparse.Namespace, command: str) -> dict:
+    """Run the whole job for parsed command-line arguments and return the summary written to zsdistill_run.json.
+
+    `command` is the command line as the user typed it, recorded in the model card.
+    """
+    # Check every input before loading any model weights, so a mistake costs seconds.
+    setup = check_inputs(args)
+    accelerator = make_accelerator(args)
+    set_seed(args.seed)
+
+    teacher = run_teacher(args, accelerator, setup)
+    soft_labels = soft_labels_from_logits(teacher.logits, setup.multi_label, args.temperature)
+    student_setup = StudentSetup(
+        data=setup.data,
+        class_names=setup.class_names,
+        multi_label=setup.multi_label,
+        student_tokenizer=setup.student_tokenizer,
+        student_max_length=setup.student_max_length,
+    )
+    summary = train_and_save(
+        args,
+        accelerator,
+        student_setup,
+        soft_labels,
+        args.teacher_name_or_path,
+        args.hypothesis_template,
+        command,
+        _teacher_summary(teacher),
+    )
     print_table(
         accelerator,
         "Done",
         [
-            ("teacher pass", f"{teacher.seconds:.1f} s, {teacher.num_pairs / teacher.seconds:,.1f} pairs/s"),
-            ("student training", f"{training_seconds:.1f} s"),
-            ("agreement", "not measured" if agreement is None else f"{agreement:.2%} of held-out decisions"),
+            ("teacher pass", _teacher_pass_text(teacher)),
+            ("student training", f"{summary['training_seconds']:.1f} s"),
+            ("agreement", _agreement_text(summary["agreement"])),
+            ("student", str(args.output_dir)),
+        ],
+    )
+    return summary
+
+
+def teacher_only(args: argparse.Namespace, command: str) -> TeacherPassResult:
+    """Run the teacher pass alone and save its logits into --output_dir, for `zsdistill train` to use."""
+    setup = check_inputs(args, train=False)
+    accelerator = make_accelerator(args)
+    result = run_teacher(args, accelerator, setup)
+    print_table(
+        accelerator,
+        "Done",
+        [
+            ("teacher pass", _teacher_pass_text(result)),
+            ("predictions", str(Path(args.output_dir) / TEACHER_PREDICTIONS_FILE)),
+            ("next", f"zsdistill train --teacher_predictions {args.output_dir} --data_file {args.data_file} ..."),
+        ],
+    )
+    return result
+
+
+@dataclass
+class SavedPredictions:
+    """Teacher predictions read from disk, with the record of what produced them."""
+
+    path: Path
+    record: dict
+
+
+def _find_predictions_file(path: str | Path) -> Path:
+    path = Path(path)
+    candidate = path / TEACHER_PREDICTIONS_FILE if path.is_dir() else path
+    if not candidate.is_file():
+        partial = (path / "teacher_chunks").is_dir() if path.is_dir() else False
+        hint = (
+            " It holds an unfinished teacher pass: run `zsdistill teacher` again with the same arguments to finish it."
+            if partial
+            else " Run `zsdistill teacher` first, or give the --output_dir of a finished run."
+        )
+        raise InputError(f"--teacher_predictions {path}: no {TEACHER_PREDICTIONS_FILE} found.{hint}")
+    return candidate
+
+
+def check_train_inputs(args: argparse.Namespace) -> tuple[StudentSetup, SavedPredictions]:
+    """Check the saved predictions against the data file and the student's config, loading no weights."""
+    path = _find_predictions_file(args.teacher_predictions)
+    try:
+        record = read_predictions_metadata(path)
+    except Exception as error:  # safetensors raises several error types for a file that is not its format.
+        raise InputError(f"--teacher_predictions {path} cannot be read as teacher predictions: {error}") from None
+    missing = [field for field in ("class_names", "texts_sha256", "num_texts", "teacher") if field not in record]
+    if missing:
+        raise InputError(
+            f"--teacher_predictions {path} lacks the record of what produced it ({', '.join(missing)} missing). "
+            f"Run `zsdistill teacher` again to write predictions with their record."
+        )
+
+    data = read_texts(args.data_file)
+    if hash_texts(data.texts) != record["texts_sha256"]:
+        raise InputError(
+            f"The texts of --data_file {args.data_file} ({len(data.texts):,} texts) differ from those the teacher "
+            f"predictions in {path} were made for ({record['num_texts']:,} texts). Give the data file of that "
+            f"teacher pass."
+        )
+    class_names = record["class_names"]
+    multi_label = args.multi_label or len(class_names) == 1
+    if multi_label and record.get("contradiction_id") is None:
+        raise InputError(
+            f"The teacher predictions in {path} have no contradiction logits, which --multi_label needs. Train "
+            f"without --multi_label, or run the teacher again with --contradiction_id."
+        )
+    check_output_dir(
+        args.output_dir, args.overwrite_output_dir, (args.student_name_or_path,), reusable=TEACHER_CACHE_ENTRIES
+    )
+    student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
+    student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+    create_output_dir(args.output_dir)
+    setup = StudentSetup(
+        data=data,
+        class_names=class_names,
+        multi_label=multi_label,
+        student_tokenizer=student_tokenizer,
+        student_max_length=student_max_length,
+    )
+    return setup, SavedPredictions(path=path, record=record)
+
+
+def train_only(args: argparse.Namespace, command: str) -> dict:
+    """Train a student on saved teacher predictions, without loading the teacher."""
+    setup, saved = check_train_inputs(args)
+    accelerator = make_accelerator(args)
+    set_seed(args.seed)
+    logits, _ = load_teacher_predictions(saved.path)
+    logger.info(f"Training on the teacher predictions in {saved.path} ({saved.record['teacher']})")
+    soft_labels = soft_labels_from_logits(logits, setup.multi_label, args.temperature)
+    summary = train_and_save(
+        args,
+        accelerator,
+        setup,
+        soft_labels,
+        saved.record["teacher"],
+        saved.record["hypothesis_template"],
+        command,
+        {"teacher_predictions": str(saved.path)},
+    )
+    print_table(
+        accelerator,
+        "Done",
+        [
+            ("teacher predictions", str(saved.path)),
+            ("student training", f"{summary['training_seconds']:.1f} s"),
+            ("agreement", _agreement_text(summary["agreement"])),
             ("student", str(args.output_dir)),
         ],
     )

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import torch
 import transformers
 from transformers import (
     AutoConfig,
@@ -78,9 +79,26 @@ def max_input_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfi
     return min(limits)
 
 
-def load_teacher(name_or_path: str) -> PreTrainedModel:
-    """Load the NLI teacher's weights, rejecting a checkpoint whose classification head would be random."""
-    model, loading_info = AutoModelForSequenceClassification.from_pretrained(name_or_path, output_loading_info=True)
+def resolve_teacher_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Return the dtype for the teacher's weights: the one named, or for "auto" bfloat16 where the device supports
+    it natively (GPUs with bfloat16 arithmetic, CPUs with AVX-512 BF16 or AMX) and float32 elsewhere.
+    """
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        # NOTE: these checks are private torch functions (present in torch 2.13). Without them the CPU gets float32.
+        checks = [getattr(torch.cpu, check, None) for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return torch.bfloat16 if any(check is not None and check() for check in checks) else torch.float32
+    return torch.float32
+
+
+def load_teacher(name_or_path: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """Load the NLI teacher's weights in `dtype`, rejecting a checkpoint whose classification head would be random."""
+    model, loading_info = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, dtype=dtype, output_loading_info=True
+    )
     if loading_info["missing_keys"]:
         missing = ", ".join(sorted(loading_info["missing_keys"])[:5])
         raise InputError(
