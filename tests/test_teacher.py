@@ -5,13 +5,14 @@ from conftest import CLASS_NAMES, NEWS_TEXTS, save_teacher
 from transformers import AutoConfig, pipeline
 
 from zsdistill.data import InputError
-from zsdistill.models import load_config_and_tokenizer, load_teacher, max_input_length
+from zsdistill.models import load_config_and_tokenizer, load_teacher, max_input_length, resolve_teacher_dtype
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
     NLILabelIds,
     build_hypotheses,
     check_hypotheses_fit,
     find_nli_label_ids,
+    plan_batches,
     score_pairs,
 )
 
@@ -232,3 +233,87 @@ def test_non_finite_logits_stop_pass(bert_teacher):
         score_pairs(Accelerator(cpu=True), model, tokenizer, NEWS_TEXTS, hypotheses, find_nli_label_ids(config), 4, 64)
     named_texts = [text for text in NEWS_TEXTS if repr(text[:40])[1:-1] in str(raised.value)]
     assert len(named_texts) == 1
+
+
+def test_plan_batches_sorted_longest_first():
+    lengths = [5, 9, 2, 9, 7, 3, 1]
+    steps = plan_batches(lengths, batch_size=2, max_tokens=None, num_processes=1)
+    batches = [batch for step in steps for batch in step]
+    assert [[lengths[index] for index in batch] for batch in batches] == [[9, 9], [7, 5], [3, 2], [1]]
+    assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
+
+
+def test_plan_batches_token_budget():
+    lengths = [10, 10, 10, 4, 4, 4, 4, 4, 30]
+    steps = plan_batches(lengths, batch_size=100, max_tokens=20, num_processes=1)
+    batches = [batch for step in steps for batch in step]
+    # A pair longer than the budget still gets a batch of its own.
+    assert [len(batch) for batch in batches] == [1, 2, 2, 4]
+    for batch in batches[1:]:
+        assert len(batch) * max(lengths[index] for index in batch) <= 20
+
+
+def test_plan_batches_dealt_to_processes():
+    lengths = list(range(1, 12))
+    steps = plan_batches(lengths, batch_size=2, max_tokens=None, num_processes=2)
+    # Six batches of at most two pairs, two per step: the last step has one batch, for the first process.
+    assert [len(step) for step in steps] == [2, 2, 2]
+    assert [len(batch) for batch in steps[-1]] == [2, 1]
+    assert len(plan_batches(lengths, batch_size=4, max_tokens=None, num_processes=2)[-1]) == 1
+
+
+@pytest.mark.parametrize("max_tokens", [None, 60])
+def test_token_budget_keeps_scores(bert_teacher, max_tokens):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    hypotheses = build_hypotheses(TEMPLATE, CLASS_NAMES)
+    model = load_teacher(str(bert_teacher))
+    label_ids = find_nli_label_ids(config)
+    expected = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES, batch_size=1)
+    logits = score_pairs(
+        Accelerator(cpu=True), model, tokenizer, NEWS_TEXTS, hypotheses, label_ids, 16, 64, max_tokens=max_tokens
+    )
+    torch.testing.assert_close(logits.entailment, expected.entailment, atol=1e-5, rtol=0)
+
+
+def test_out_of_memory_halves_batch(bert_teacher, caplog):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    model = load_teacher(str(bert_teacher))
+    forward = model.forward
+    batch_sizes = []
+
+    def forward_with_memory_limit(input_ids, **inputs):
+        batch_sizes.append(len(input_ids))
+        if len(input_ids) > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(input_ids=input_ids, **inputs)
+
+    model.forward = forward_with_memory_limit
+    hypotheses = build_hypotheses(TEMPLATE, CLASS_NAMES)
+    logits = score_pairs(
+        Accelerator(cpu=True), model, tokenizer, NEWS_TEXTS, hypotheses, find_nli_label_ids(config), 8, 64
+    )
+    assert batch_sizes[:2] == [8, 4]
+    assert max(batch_sizes[2:]) == 2
+    assert "retrying with 2 pairs per batch" in caplog.text
+    expected = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES)
+    torch.testing.assert_close(logits.entailment, expected.entailment, atol=1e-5, rtol=0)
+
+
+def test_teacher_dtype_resolution():
+    assert resolve_teacher_dtype("float16", torch.device("cpu")) == torch.float16
+    assert resolve_teacher_dtype("float32", torch.device("cuda")) == torch.float32
+    assert resolve_teacher_dtype("auto", torch.device("mps")) == torch.float32
+    assert resolve_teacher_dtype("auto", torch.device("cpu")) in (torch.bfloat16, torch.float32)
+
+
+def test_teacher_loaded_in_bfloat16(bert_teacher):
+    model = load_teacher(str(bert_teacher), torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    hypotheses = build_hypotheses(TEMPLATE, CLASS_NAMES)
+    logits = score_pairs(
+        Accelerator(cpu=True), model, tokenizer, NEWS_TEXTS, hypotheses, find_nli_label_ids(config), 4, 64
+    )
+    assert logits.entailment.dtype == torch.float32
+    expected = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES)
+    torch.testing.assert_close(logits.entailment, expected.entailment, atol=5e-2, rtol=0)

@@ -135,7 +135,7 @@ def plan_batches(
     for index in order:
         # The first pair of a batch is its longest, so the padded size of the batch is its length times the count.
         full = len(batch) == batch_size or (
-            max_tokens is not None and (len(batch) + 1) * lengths[batch[0]] > max_tokens
+            max_tokens is not None and bool(batch) and (len(batch) + 1) * lengths[batch[0]] > max_tokens
         )
         if batch and full:
             batches.append(batch)
