@@ -33,7 +33,7 @@ TEACHER_CACHE_ENTRIES = (TEACHER_PREDICTIONS_FILE, TEACHER_RECORD_FILE, TEACHER_
 
 @dataclass
 class TeacherRecord:
-    """What produced a set of teacher predictions, and how its chunks are laid out."""
+    """The inputs and settings that produced a set of teacher predictions, and the layout of its chunks."""
 
     teacher: str
     teacher_revision: str | None

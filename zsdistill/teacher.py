@@ -124,10 +124,10 @@ def plan_batches(
     """Group pair indices into batches of similar length and deal them out to the processes.
 
     Returns one entry per step, each holding up to `num_processes` batches: process `r` runs the `r`-th batch of
-    every step, or none when a step has fewer. Pairs are sorted longest first, so a batch pads to almost nothing,
-    the largest batch runs first (a batch that does not fit in memory fails at once), and the batches of one step
-    hold about as many tokens each, which keeps the processes in step. A batch holds at most `batch_size` pairs
-    and, when `max_tokens` is set, at most `max_tokens` tokens after padding (but always at least one pair).
+    every step, or none when a step has fewer. Pairs are sorted longest first, so a batch pads to almost nothing.
+    The largest batch runs first, so a batch that does not fit in memory fails at once. The batches of one step
+    contain about as many tokens each, which keeps the processes in step. A batch contains at most `batch_size`
+    pairs and, when `max_tokens` is set, at most `max_tokens` tokens after padding, but always at least one pair.
     """
     order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
     batches: list[list[int]] = []

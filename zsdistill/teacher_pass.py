@@ -2,7 +2,7 @@
 
 Identical texts are scored once and their logits copied. The distinct texts are split into chunks of about
 `--teacher_chunk_size` pairs, and each chunk is sorted by length on its own, so a chunk is also the window within
-which batches are formed. A chunk's logits are written to disk as soon as it is finished, so memory holds one
+which batches are formed. A chunk's logits are written to disk as soon as it is finished, so memory contains one
 chunk at a time, and a pass that was interrupted starts again after its last saved chunk.
 """
 
@@ -60,7 +60,7 @@ class TeacherPassResult:
 
 @dataclass
 class _CacheState:
-    """What the main process found on disk, sent to every process so that all of them do the same work."""
+    """The main process's findings on disk, sent to every process so that all of them do the same work."""
 
     complete: bool
     finished_chunks: list[int]
@@ -126,7 +126,7 @@ def run_teacher_pass(
     """Return the teacher's logits for every (text, hypothesis) pair, reusing and extending the saved chunks.
 
     The teacher is loaded with `load_model` only when some chunk is left to score. Raise InputError when the
-    directory holds predictions made for other inputs and `recompute` is not set.
+    directory contains predictions made for other inputs and `recompute` is not set.
     """
     distinct = find_distinct_texts(texts)
     num_classes = len(hypotheses)
