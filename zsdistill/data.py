@@ -120,11 +120,13 @@ def check_hypothesis_template(template: str) -> None:
         )
 
 
-def check_output_dir(path: str | Path, overwrite: bool, model_paths: tuple[str, ...] = ()) -> None:
+def check_output_dir(
+    path: str | Path, overwrite: bool, model_paths: tuple[str, ...] = (), resuming: bool = False
+) -> None:
     """Check the output directory without changing anything on disk.
 
-    Raise InputError if it is a file, is one of the local `model_paths`, or contains files and `overwrite` is not
-    set.
+    Raise InputError if it is a file, is one of the local `model_paths`, or contains files while neither `overwrite`
+    nor `resuming` is set. A resumed run continues the run whose files are there.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -135,10 +137,11 @@ def check_output_dir(path: str | Path, overwrite: bool, model_paths: tuple[str, 
                 f"--output_dir {path} is the directory of the model {model_path}, whose files the student would "
                 f"replace. Choose another directory."
             )
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if path.is_dir() and any(path.iterdir()) and not (overwrite or resuming):
         raise InputError(
             f"--output_dir {path} already contains files. Choose an empty or new directory, "
-            f"or pass --overwrite_output_dir to write over them."
+            f"pass --overwrite_output_dir to write over them, or pass --resume_from_checkpoint latest to continue "
+            f"the run saved there."
         )
 
 

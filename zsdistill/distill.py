@@ -20,6 +20,14 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zsdistill import __version__
+from zsdistill.checkpoints import (
+    Checkpoint,
+    check_setup,
+    describe_checkpointing,
+    find_checkpoint,
+    setup_from_inputs,
+    sha256_of_tensor,
+)
 from zsdistill.data import (
     InputError,
     TextFile,
@@ -68,6 +76,7 @@ class RunSetup:
     teacher_max_length: int
     student_tokenizer: PreTrainedTokenizerBase
     student_max_length: int
+    resume_checkpoint: Checkpoint | None = None
 
 
 @dataclass
@@ -85,7 +94,10 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
     class_names = read_class_names(args.class_names_file)
     check_hypothesis_template(args.hypothesis_template)
     check_output_dir(
-        args.output_dir, args.overwrite_output_dir, (args.teacher_name_or_path, args.student_name_or_path)
+        args.output_dir,
+        args.overwrite_output_dir,
+        (args.teacher_name_or_path, args.student_name_or_path),
+        resuming=args.resume_from_checkpoint is not None,
     )
     # A softmax over a single class is always 1.0, so one class is scored and trained per class, as multi-label.
     multi_label = args.multi_label or len(class_names) == 1
@@ -104,6 +116,14 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
 
     student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
     student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+    resume_checkpoint = None
+    if args.resume_from_checkpoint is not None:
+        resume_checkpoint = find_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        train_indices, _ = split_validation(len(data.texts), args.validation_split, args.seed)
+        known_setup = setup_from_inputs(
+            args, data.texts, len(train_indices), class_names, multi_label, student_max_length
+        )
+        check_setup(resume_checkpoint, known_setup)
     create_output_dir(args.output_dir)
     return RunSetup(
         data=data,
@@ -115,6 +135,7 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
         teacher_max_length=teacher_max_length,
         student_tokenizer=student_tokenizer,
         student_max_length=student_max_length,
+        resume_checkpoint=resume_checkpoint,
     )
 
 
@@ -200,6 +221,20 @@ def run_training(
     set_seed(args.seed)
     config = training_config_from_args(args)
     train_indices, validation_indices = split_validation(len(setup.data.texts), args.validation_split, args.seed)
+    training_setup = {
+        **setup_from_inputs(
+            args, setup.data.texts, len(train_indices), setup.class_names, setup.multi_label, setup.student_max_length
+        ),
+        # NOTE: this assumes a second teacher pass gives the same soft labels bit for bit, which is untested on GPUs.
+        "soft_labels_sha256": sha256_of_tensor(soft_labels),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+    }
+    # check_inputs compared the other fields before the teacher pass. These three are known only now.
+    resume = setup.resume_checkpoint
+    if resume is not None:
+        check_setup(resume, training_setup)
+
     student = load_student(args.student_name_or_path, setup.class_names, setup.multi_label)
     input_features = tokenize_texts(setup.student_tokenizer, setup.data.texts, setup.student_max_length)
     train_set = SoftLabelDataset(input_features, soft_labels, train_indices)
@@ -221,11 +256,25 @@ def run_training(
             ("processes", str(accelerator.num_processes)),
             ("mixed precision", accelerator.mixed_precision),
             ("loss", "binary cross-entropy per class" if setup.multi_label else "cross-entropy on soft labels"),
+            (
+                "checkpoints",
+                describe_checkpointing(args.output_dir, config.checkpointing_steps, config.save_total_limit),
+            ),
+            ("resuming from", "no checkpoint" if resume is None else str(resume.path)),
         ],
     )
     start = time.perf_counter()
     student, epochs = train_student(
-        accelerator, student, setup.student_tokenizer, train_set, validation_set, config, setup.multi_label
+        accelerator,
+        student,
+        setup.student_tokenizer,
+        train_set,
+        validation_set,
+        config,
+        setup.multi_label,
+        output_dir=Path(args.output_dir),
+        setup=training_setup,
+        resume=resume,
     )
     return student, epochs, len(validation_indices), time.perf_counter() - start
 
@@ -303,6 +352,7 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         "teacher_pairs_per_second": teacher.num_pairs / teacher.seconds,
         "training_seconds": training_seconds,
         "epochs": [asdict(epoch) for epoch in epochs],
+        "resumed_from": None if setup.resume_checkpoint is None else setup.resume_checkpoint.run_record(),
         "agreement": agreement,
         "versions": {
             "python": platform.python_version(),
