@@ -68,6 +68,22 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _checkpointing_steps(text: str) -> int | str:
+    if text == "epoch":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'epoch', got {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _parse_number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
+    return value
+
+
 def _label_index(text: str) -> int:
     return _parse_number(text, int)
 
@@ -245,6 +261,27 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--seed", type=_seed, default=42, help="seed for the head's initialization, split and shuffling (default: 42)"
+    )
+    group.add_argument(
+        "--checkpointing_steps",
+        type=_checkpointing_steps,
+        default=None,
+        help="save the training state to OUTPUT_DIR/checkpoints/step_N every this many optimizer steps, or at the "
+        "end of each epoch with 'epoch' (default: no checkpoints)",
+    )
+    group.add_argument(
+        "--resume_from_checkpoint",
+        default=None,
+        metavar="PATH",
+        help="continue training from a checkpoint directory, or from the newest one in OUTPUT_DIR/checkpoints with "
+        "'latest'; the other training flags must match the checkpoint's (default: start from the student)",
+    )
+    group.add_argument(
+        "--save_total_limit",
+        type=_non_negative_int,
+        default=None,
+        help="keep only the N newest checkpoints; 0 keeps only the newest while training runs and deletes it when "
+        "training ends (default: keep all, also after the run)",
     )
 
 

@@ -121,12 +121,17 @@ def check_hypothesis_template(template: str) -> None:
 
 
 def check_output_dir(
-    path: str | Path, overwrite: bool, model_paths: tuple[str, ...] = (), reusable: tuple[str, ...] = ()
+    path: str | Path,
+    overwrite: bool,
+    model_paths: tuple[str, ...] = (),
+    reusable: tuple[str, ...] = (),
+    resuming: bool = False,
 ) -> None:
     """Check the output directory without changing anything on disk.
 
-    Raise InputError if it is a file, is one of the local `model_paths`, or contains files and `overwrite` is not
-    set. Entries named in `reusable`, the saved work that a run resumes from, do not count as files.
+    Raise InputError if it is a file, is one of the local `model_paths`, or contains files while neither `overwrite`
+    nor `resuming` is set. A resumed run continues the run whose files are there. Entries named in `reusable`, the
+    saved work that any run reuses, do not count as files.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -138,11 +143,12 @@ def check_output_dir(
                 f"replace. Choose another directory."
             )
     other_entries = [entry.name for entry in path.iterdir() if entry.name not in reusable] if path.is_dir() else []
-    if other_entries and not overwrite:
+    if other_entries and not (overwrite or resuming):
         raise InputError(
             f"--output_dir {path} already contains files ({', '.join(sorted(other_entries)[:3])}"
-            f"{', ...' if len(other_entries) > 3 else ''}). Choose an empty or new directory, or pass "
-            f"--overwrite_output_dir to write over them."
+            f"{', ...' if len(other_entries) > 3 else ''}). Choose an empty or new directory, pass "
+            f"--overwrite_output_dir to write over them, or pass --resume_from_checkpoint latest to continue the run "
+            f"saved there."
         )
 
 

@@ -19,6 +19,14 @@ from accelerate.utils import set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zsdistill import __version__
+from zsdistill.checkpoints import (
+    Checkpoint,
+    check_setup,
+    describe_checkpointing,
+    find_checkpoint,
+    setup_from_inputs,
+    sha256_of_tensor,
+)
 from zsdistill.data import (
     InputError,
     TextFile,
@@ -83,6 +91,7 @@ class RunSetup:
     teacher_revision: str | None
     student_tokenizer: PreTrainedTokenizerBase | None
     student_max_length: int | None
+    resume_checkpoint: Checkpoint | None
 
 
 @dataclass
@@ -94,6 +103,20 @@ class StudentSetup:
     multi_label: bool
     student_tokenizer: PreTrainedTokenizerBase
     student_max_length: int
+    resume_checkpoint: Checkpoint | None = None
+
+
+def find_resume_checkpoint(
+    args: argparse.Namespace, texts: list[str], class_names: list[str], multi_label: bool, student_max_length: int
+) -> Checkpoint | None:
+    """Find the checkpoint that --resume_from_checkpoint names and check that it was saved for this setup."""
+    if args.resume_from_checkpoint is None:
+        return None
+    checkpoint = find_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    train_indices, _ = split_validation(len(texts), args.validation_split, args.seed)
+    known_setup = setup_from_inputs(args, texts, len(train_indices), class_names, multi_label, student_max_length)
+    check_setup(checkpoint, known_setup)
+    return checkpoint
 
 
 def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
@@ -105,7 +128,13 @@ def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
     class_names = read_class_names(args.class_names_file)
     check_hypothesis_template(args.hypothesis_template)
     model_paths = (args.teacher_name_or_path, args.student_name_or_path) if train else (args.teacher_name_or_path,)
-    check_output_dir(args.output_dir, args.overwrite_output_dir, model_paths, reusable=TEACHER_CACHE_ENTRIES)
+    check_output_dir(
+        args.output_dir,
+        args.overwrite_output_dir,
+        model_paths,
+        reusable=TEACHER_CACHE_ENTRIES,
+        resuming=getattr(args, "resume_from_checkpoint", None) is not None,
+    )
     # A softmax over a single class is always 1.0, so one class is scored and trained per class, as multi-label.
     multi_label = getattr(args, "multi_label", False) or len(class_names) == 1
 
@@ -121,10 +150,11 @@ def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
     hypotheses = build_hypotheses(args.hypothesis_template, class_names)
     check_hypotheses_fit(teacher_tokenizer, hypotheses, class_names, teacher_max_length)
 
-    student_tokenizer, student_max_length = None, None
+    student_tokenizer, student_max_length, resume_checkpoint = None, None, None
     if train:
         student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
         student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+        resume_checkpoint = find_resume_checkpoint(args, data.texts, class_names, multi_label, student_max_length)
     create_output_dir(args.output_dir)
     return RunSetup(
         data=data,
@@ -137,6 +167,7 @@ def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
         teacher_revision=getattr(teacher_config, "_commit_hash", None),
         student_tokenizer=student_tokenizer,
         student_max_length=student_max_length,
+        resume_checkpoint=resume_checkpoint,
     )
 
 
@@ -233,6 +264,21 @@ def run_training(
     set_seed(args.seed)
     config = training_config_from_args(args)
     train_indices, validation_indices = split_validation(len(setup.data.texts), args.validation_split, args.seed)
+    training_setup = {
+        **setup_from_inputs(
+            args, setup.data.texts, len(train_indices), setup.class_names, setup.multi_label, setup.student_max_length
+        ),
+        # A resumed run reuses the saved teacher predictions, so its soft labels match bit for bit unless the teacher
+        # pass was computed again.
+        "soft_labels_sha256": sha256_of_tensor(soft_labels),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+    }
+    # check_inputs compared the other fields before the teacher pass. These three are known only now.
+    resume = setup.resume_checkpoint
+    if resume is not None:
+        check_setup(resume, training_setup)
+
     student = load_student(args.student_name_or_path, setup.class_names, setup.multi_label)
     input_features = tokenize_texts(setup.student_tokenizer, setup.data.texts, setup.student_max_length)
     train_set = SoftLabelDataset(input_features, soft_labels, train_indices)
@@ -254,11 +300,25 @@ def run_training(
             ("processes", str(accelerator.num_processes)),
             ("mixed precision", accelerator.mixed_precision),
             ("loss", "binary cross-entropy per class" if setup.multi_label else "cross-entropy on soft labels"),
+            (
+                "checkpoints",
+                describe_checkpointing(args.output_dir, config.checkpointing_steps, config.save_total_limit),
+            ),
+            ("resuming from", "no checkpoint" if resume is None else str(resume.path)),
         ],
     )
     start = time.perf_counter()
     student, epochs = train_student(
-        accelerator, student, setup.student_tokenizer, train_set, validation_set, config, setup.multi_label
+        accelerator,
+        student,
+        setup.student_tokenizer,
+        train_set,
+        validation_set,
+        config,
+        setup.multi_label,
+        output_dir=Path(args.output_dir),
+        setup=training_setup,
+        resume=resume,
     )
     return student, epochs, len(validation_indices), time.perf_counter() - start
 
@@ -349,6 +409,7 @@ def train_and_save(
         **teacher_summary,
         "training_seconds": training_seconds,
         "epochs": [asdict(epoch) for epoch in epochs],
+        "resumed_from": None if setup.resume_checkpoint is None else setup.resume_checkpoint.run_record(),
         "agreement": agreement,
         "versions": _versions(),
     }
@@ -398,6 +459,7 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         multi_label=setup.multi_label,
         student_tokenizer=setup.student_tokenizer,
         student_max_length=setup.student_max_length,
+        resume_checkpoint=setup.resume_checkpoint,
     )
     summary = train_and_save(
         args,
@@ -490,10 +552,15 @@ def check_train_inputs(args: argparse.Namespace) -> tuple[StudentSetup, SavedPre
             f"without --multi_label, or run the teacher again with --contradiction_id."
         )
     check_output_dir(
-        args.output_dir, args.overwrite_output_dir, (args.student_name_or_path,), reusable=TEACHER_CACHE_ENTRIES
+        args.output_dir,
+        args.overwrite_output_dir,
+        (args.student_name_or_path,),
+        reusable=TEACHER_CACHE_ENTRIES,
+        resuming=args.resume_from_checkpoint is not None,
     )
     student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
     student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+    resume_checkpoint = find_resume_checkpoint(args, data.texts, class_names, multi_label, student_max_length)
     create_output_dir(args.output_dir)
     setup = StudentSetup(
         data=data,
@@ -501,6 +568,7 @@ def check_train_inputs(args: argparse.Namespace) -> tuple[StudentSetup, SavedPre
         multi_label=multi_label,
         student_tokenizer=student_tokenizer,
         student_max_length=student_max_length,
+        resume_checkpoint=resume_checkpoint,
     )
     return setup, SavedPredictions(path=path, record=record)
 
