@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
@@ -145,16 +146,20 @@ def score_pairs(
     collator = _PairCollator(tokenizer, texts, hypotheses, max_length)
     loader = DataLoader(range(num_pairs), batch_size=batch_size, shuffle=False, collate_fn=collator)
 
-    # A model without trainable parameters is not wrapped in DistributedDataParallel, whose forward would add a
-    # buffer broadcast to every batch. prepare() still moves it to the device and applies mixed-precision autocast.
+    # The teacher is never trained, so it is prepared in evaluation mode: moved to the device and given
+    # mixed-precision autocast, but not wrapped in DistributedDataParallel. A plain prepare() on MULTI_CPU wraps even
+    # a model without trainable parameters in DDP (Accelerate 1.16), and DDP raises for it. Under FSDP the teacher
+    # is wrapped all the same, because sharding its weights is what lets a teacher too large for one device run.
     model.requires_grad_(False)
     model.eval()
-    model, loader = accelerator.prepare(model, loader)
+    model = accelerator.prepare_model(model, evaluation_mode=accelerator.distributed_type != DistributedType.FSDP)
+    loader = accelerator.prepare(loader)
 
     columns = [label_ids.entailment]
     if label_ids.contradiction is not None:
         columns.append(label_ids.contradiction)
     logits_out = torch.empty(num_pairs, len(columns), dtype=torch.float32)
+    times_received = torch.zeros(num_pairs, dtype=torch.long)
 
     with make_progress(accelerator, unit="pairs") as progress, torch.inference_mode():
         task = progress.add_task("Teacher pass", total=num_pairs)
@@ -174,7 +179,19 @@ def score_pairs(
                     f"in some models: run with --mixed_precision no."
                 )
             logits_out[pair_index.cpu()] = logits.cpu()
+            times_received.index_add_(0, pair_index.cpu(), torch.ones_like(pair_index, device="cpu"))
             progress.update(task, advance=len(pair_index))
+
+    # The sampler repeats pairs to give every process the same number of batches, and gather_for_metrics drops the
+    # repeats. Check that it did, since a missing pair would leave an uninitialized row in the output.
+    if not (times_received == 1).all():
+        missing = (times_received == 0).sum().item()
+        repeated = (times_received > 1).sum().item()
+        raise RuntimeError(
+            f"The gathered teacher logits cover {num_pairs - missing:,} of {num_pairs:,} pairs, {repeated:,} of them "
+            f"more than once, on {accelerator.num_processes} processes. Every pair must arrive exactly once. Run on "
+            f"one process to get correct results."
+        )
 
     logits_out = logits_out.view(num_texts, num_classes, len(columns))
     contradiction = logits_out[..., 1].contiguous() if label_ids.contradiction is not None else None

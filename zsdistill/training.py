@@ -192,12 +192,13 @@ def train_student(
         task = progress.add_task("Training", total=total_updates, status="")
         for epoch in range(1, num_epochs + 1):
             loss_sum = torch.zeros((), device=accelerator.device)
-            loss_count = torch.zeros((), device=accelerator.device)
+            loss_count = 0
             for batch in train_loader:
                 soft_labels = batch.pop("soft_labels")
                 with accelerator.accumulate(model):
                     logits = model(**batch).logits
-                    loss = distillation_loss(logits, soft_labels, multi_label)
+                    example_losses = distillation_loss(logits, soft_labels, multi_label, reduction="none")
+                    loss = example_losses.mean()
                     accelerator.backward(loss)
                     # Clip only when the gradients of the whole accumulation cycle have been summed and synced.
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -208,8 +209,10 @@ def train_student(
                     scheduler.step()
                     optimizer.zero_grad()
 
-                loss_sum += loss.detach() * len(soft_labels)
-                loss_count += len(soft_labels)
+                # Gathered like the agreement, so that the examples repeated to even out the last batch do not count.
+                example_losses = accelerator.gather_for_metrics(example_losses.detach())
+                loss_sum += example_losses.sum()
+                loss_count += len(example_losses)
                 if accelerator.sync_gradients:
                     completed_updates += 1
                     progress.update(task, advance=1)
@@ -220,8 +223,8 @@ def train_student(
                     if completed_updates >= total_updates:
                         break
 
-            train_loss = (accelerator.reduce(loss_sum, "sum") / accelerator.reduce(loss_count, "sum")).item()
-            # Every process has the same reduced loss, so all of them stop together.
+            train_loss = (loss_sum / loss_count).item()
+            # Every process has the same gathered loss, so all of them stop together.
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
                     f"Training diverged: the loss of epoch {epoch} is {train_loss}. Lower --learning_rate (now "
