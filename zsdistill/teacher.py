@@ -146,14 +146,18 @@ def score_pairs(
     collator = _PairCollator(tokenizer, texts, hypotheses, max_length)
     loader = DataLoader(range(num_pairs), batch_size=batch_size, shuffle=False, collate_fn=collator)
 
-    # The teacher is never trained, so it is prepared in evaluation mode: moved to the device and given
-    # mixed-precision autocast, but not wrapped in DistributedDataParallel. A plain prepare() on MULTI_CPU wraps even
-    # a model without trainable parameters in DDP (Accelerate 1.16), and DDP raises for it. Under FSDP the teacher
-    # is wrapped all the same, because sharding its weights is what lets a teacher too large for one device run.
     model.requires_grad_(False)
     model.eval()
-    model = accelerator.prepare_model(model, evaluation_mode=accelerator.distributed_type != DistributedType.FSDP)
-    loader = accelerator.prepare(loader)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        # Sharding the teacher's weights is what lets a teacher too large for one device run.
+        # NOTE: the tests run on CPUs only, so this branch and saving the student under FSDP have not been run.
+        model, loader = accelerator.prepare(model, loader)
+    else:
+        # The teacher is never trained, so it is prepared in evaluation mode: moved to the device and given
+        # mixed-precision autocast, but not wrapped in DistributedDataParallel. A plain prepare() on MULTI_CPU wraps
+        # even a model without trainable parameters in DDP (Accelerate 1.16), and DDP raises for it.
+        model = accelerator.prepare_model(model, evaluation_mode=True)
+        loader = accelerator.prepare(loader)
 
     columns = [label_ids.entailment]
     if label_ids.contradiction is not None:
