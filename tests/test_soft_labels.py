@@ -89,6 +89,21 @@ def test_distillation_loss_picks_by_mode():
     )
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_per_example_loss_mean_is_loss(multi_label):
+    logits = torch.tensor([[1.0, -1.0, 0.5], [0.2, 0.3, -2.0]])
+    targets = torch.tensor([[0.9, 0.4, 0.1], [0.2, 0.5, 0.3]])
+    per_example = distillation_loss(logits, targets, multi_label, reduction="none")
+    assert per_example.shape == (2,)
+    torch.testing.assert_close(per_example.mean(), distillation_loss(logits, targets, multi_label))
+    torch.testing.assert_close(per_example[1], distillation_loss(logits[1:], targets[1:], multi_label))
+
+
+def test_loss_invalid_reduction():
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none', got 'sum'"):
+        soft_cross_entropy(torch.zeros(1, 2), torch.full((1, 2), 0.5), reduction="sum")
+
+
 def test_agreement_single_label():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
     teacher = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4]])

@@ -6,6 +6,7 @@ Each stage is a function, called in order by `distill`: checking the inputs and 
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -13,9 +14,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import is_torch_xla_available, set_seed
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from zsdistill import __version__
@@ -335,8 +337,10 @@ def save_student(
     # Every process waits here, so that no process still trains while the files are written.
     accelerator.wait_for_everyone()
     output_dir = Path(args.output_dir)
+    # Every process calls get_state_dict, because under FSDP it gathers the shards of the weights from all of them.
+    state_dict = accelerator.get_state_dict(student)
     unwrapped = accelerator.unwrap_model(student)
-    unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save)
+    unwrapped.save_pretrained(output_dir, is_main_process=accelerator.is_main_process, state_dict=state_dict)
     if accelerator.is_main_process:
         for weights_file in output_dir.glob("*.safetensors"):
             apply_umask(weights_file)
@@ -347,12 +351,30 @@ def save_student(
 
 
 def make_accelerator(args: argparse.Namespace) -> Accelerator:
-    """Create the Accelerator for the run's flags, rejecting half precision that would not take effect."""
+    """Create the Accelerator, on the CPU when asked or when there is no accelerator, and check the process count.
+
+    Half precision that would not take effect is rejected.
+    """
+    # `accelerate launch` starts several processes through torchrun without telling them to use the CPU. Accelerate
+    # 1.16 then gives each process on a machine without an accelerator a single-process state of its own, so the
+    # CPU is chosen here to make them join one gloo process group.
+    cpu = args.cpu or not (torch.accelerator.is_available() or is_torch_xla_available())
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
-        cpu=args.cpu,
+        cpu=cpu,
         gradient_accumulation_steps=getattr(args, "gradient_accumulation_steps", 1),
     )
+    # torchrun sets WORLD_SIZE in every process it starts.
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise InputError(
+            f"The launcher started {launched} processes (WORLD_SIZE={launched}), but Accelerate found no distributed "
+            f"backend for the {accelerator.device.type} device and runs each process alone, so each would do the "
+            f"whole job and write the same files. Pass --cpu to run the processes on the CPU, or launch one process."
+        )
+    # Only the main process logs, so that the messages of model loading are not repeated once per process.
+    if not accelerator.is_main_process:
+        transformers.utils.logging.set_verbosity_error()
     # Accelerate accepts fp16 on a CPU but runs in float32 there, which the plan would misreport.
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise InputError(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import DistributedType
 from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
@@ -189,12 +190,17 @@ class PairScorer:
             "token_type_ids": tokenizer.pad_token_type_id,
         }
 
-        # A model without trainable parameters is not wrapped in DistributedDataParallel, whose forward would add a
-        # buffer broadcast to every batch. prepare() still moves it to the device and applies mixed-precision
-        # autocast.
         model.requires_grad_(False)
         model.eval()
-        self.model = accelerator.prepare(model)
+        if accelerator.distributed_type == DistributedType.FSDP:
+            # Sharding the teacher's weights is what lets a teacher too large for one device run.
+            # NOTE: the tests run on CPUs only, so this branch and saving the student under FSDP have not been run.
+            self.model = accelerator.prepare(model)
+        else:
+            # The teacher is never trained, so it is prepared in evaluation mode: moved to the device and given
+            # mixed-precision autocast, but not wrapped in DistributedDataParallel. A plain prepare() on MULTI_CPU
+            # wraps even a model without trainable parameters in DDP (Accelerate 1.16), and DDP raises for it.
+            self.model = accelerator.prepare_model(model, evaluation_mode=True)
 
         self.pairs_scored = 0
         self.padded_tokens = 0
@@ -229,6 +235,7 @@ class PairScorer:
         num_pairs = len(lengths)
         steps = plan_batches(lengths, self.batch_size, self.max_tokens, accelerator.num_processes)
         logits_out = torch.empty(num_pairs, len(self.columns), dtype=torch.float32)
+        times_received = torch.zeros(num_pairs, dtype=torch.long)
         scored_here = 0
         for step in steps:
             # A process left without a batch in the last step scores one pair and discards it: under FSDP every
@@ -269,10 +276,21 @@ class PairScorer:
                     f"and --mixed_precision no."
                 )
             logits_out[pair_index] = logits
+            times_received.index_add_(0, pair_index, torch.ones_like(pair_index))
             scored_here += len(pair_index)
             if on_step is not None:
                 on_step(len(pair_index))
 
+        # Every process checks the same gathered indices, so all of them stop together. A missing pair would leave
+        # an uninitialized row in the output.
+        if not (times_received == 1).all():
+            missing = (times_received == 0).sum().item()
+            repeated = (times_received > 1).sum().item()
+            raise RuntimeError(
+                f"The gathered teacher logits cover {num_pairs - missing:,} of {num_pairs:,} pairs, {repeated:,} of "
+                f"them more than once, on {accelerator.num_processes} processes. Every pair must arrive exactly "
+                f"once. Run on one process to get correct results."
+            )
         self.pairs_scored += num_pairs
         for step in steps:
             for batch in step:

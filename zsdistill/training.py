@@ -358,8 +358,9 @@ def train_student(
 
             loss_sum = torch.zeros((), device=accelerator.device)
             loss_count = torch.zeros((), device=accelerator.device)
-            # The sums saved at the checkpoint cover all processes, so only one process adds them back.
-            if resumed_epoch and accelerator.is_main_process:
+            # The losses are gathered from every process at each batch, so every process holds the sums of all of
+            # them, and the sums saved at a checkpoint are added back on every process.
+            if resumed_epoch:
                 loss_sum += start.epoch_loss_sum
                 loss_count += start.epoch_loss_count
             batches_in_epoch = skipped_batches
@@ -368,7 +369,8 @@ def train_student(
                 soft_labels = batch.pop("soft_labels")
                 with accelerator.accumulate(model):
                     logits = model(**batch).logits
-                    loss = distillation_loss(logits, soft_labels, multi_label)
+                    example_losses = distillation_loss(logits, soft_labels, multi_label, reduction="none")
+                    loss = example_losses.mean()
                     accelerator.backward(loss)
                     # Clip only when the gradients of the whole accumulation cycle have been summed and synced.
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -379,8 +381,10 @@ def train_student(
                     scheduler.step()
                     optimizer.zero_grad()
 
-                loss_sum += loss.detach() * len(soft_labels)
-                loss_count += len(soft_labels)
+                # Gathered like the agreement, so that the examples repeated to even out the last batch do not count.
+                example_losses = accelerator.gather_for_metrics(example_losses.detach())
+                loss_sum += example_losses.sum()
+                loss_count += len(example_losses)
                 batches_in_epoch += 1
                 if accelerator.sync_gradients:
                     completed_updates += 1
@@ -396,16 +400,16 @@ def train_student(
                             epoch=epoch,
                             batches_in_epoch=batches_in_epoch,
                             epoch_finished=False,
-                            epoch_loss_sum=accelerator.reduce(loss_sum, "sum").item(),
-                            epoch_loss_count=accelerator.reduce(loss_count, "sum").item(),
+                            epoch_loss_sum=loss_sum.item(),
+                            epoch_loss_count=loss_count.item(),
                             epochs=[asdict(result) for result in results],
                         )
                         save_checkpoint(accelerator, output_dir, position, setup, config.save_total_limit)
                     if completed_updates >= total_updates:
                         break
 
-            train_loss = (accelerator.reduce(loss_sum, "sum") / accelerator.reduce(loss_count, "sum")).item()
-            # Every process has the same reduced loss, so all of them stop together.
+            train_loss = (loss_sum / loss_count).item()
+            # Every process has the same gathered loss, so all of them stop together.
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
                     f"Training diverged: the loss of epoch {epoch} is {train_loss}. Lower --learning_rate (now "
