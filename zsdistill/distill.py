@@ -29,6 +29,13 @@ from zsdistill.data import (
     read_class_names,
     read_texts,
 )
+from zsdistill.evaluation import (
+    LabeledTexts,
+    evaluate_student_on,
+    evaluate_teacher_on,
+    print_eval_file_summary,
+    read_eval_file,
+)
 from zsdistill.model_card import ModelCardFacts, write_model_card
 from zsdistill.models import load_config_and_tokenizer, load_student, load_teacher, max_input_length
 from zsdistill.predictions import TEACHER_PREDICTIONS_FILE, apply_umask, save_teacher_predictions
@@ -68,20 +75,22 @@ class RunSetup:
     teacher_max_length: int
     student_tokenizer: PreTrainedTokenizerBase
     student_max_length: int
+    eval_set: LabeledTexts | None = None
 
 
 @dataclass
 class TeacherResult:
-    """The teacher pass's soft labels and how long it took."""
+    """The teacher pass's soft labels, how long it took, and the teacher's report on --eval_file if one was given."""
 
     soft_labels: torch.Tensor
     num_pairs: int
     seconds: float
+    eval_report: dict | None = None
 
 
 def check_inputs(args: argparse.Namespace) -> RunSetup:
     """Read and check the input files and both models' configs and tokenizers, loading no weights."""
-    data = read_texts(args.data_file)
+    data = read_texts(args.data_file, args.text_column, header=not args.no_header)
     class_names = read_class_names(args.class_names_file)
     check_hypothesis_template(args.hypothesis_template)
     check_output_dir(
@@ -104,6 +113,7 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
 
     student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
     student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
+    eval_set = read_eval_file(args, class_names, multi_label)
     create_output_dir(args.output_dir)
     return RunSetup(
         data=data,
@@ -115,6 +125,7 @@ def check_inputs(args: argparse.Namespace) -> RunSetup:
         teacher_max_length=teacher_max_length,
         student_tokenizer=student_tokenizer,
         student_max_length=student_max_length,
+        eval_set=eval_set,
     )
 
 
@@ -181,11 +192,13 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         f"predictions saved to {output_dir / TEACHER_PREDICTIONS_FILE}"
     )
 
+    eval_report = evaluate_teacher_on(args, accelerator, teacher, setup)
+
     # Free the teacher before the student is loaded: on one accelerator the two need not fit together.
     del teacher
     accelerator.free_memory()
     gc.collect()
-    return TeacherResult(soft_labels=soft_labels, num_pairs=num_pairs, seconds=seconds)
+    return TeacherResult(soft_labels=soft_labels, num_pairs=num_pairs, seconds=seconds, eval_report=eval_report)
 
 
 def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
@@ -275,6 +288,7 @@ def distill(args: argparse.Namespace, command: str) -> dict:
 
     teacher = run_teacher(args, accelerator, setup)
     student, epochs, num_validation, training_seconds = run_training(args, accelerator, setup, teacher.soft_labels)
+    student_eval_report = evaluate_student_on(args, accelerator, student, setup)
 
     agreement = epochs[-1].agreement if epochs else None
     facts = ModelCardFacts(
@@ -304,6 +318,7 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         "training_seconds": training_seconds,
         "epochs": [asdict(epoch) for epoch in epochs],
         "agreement": agreement,
+        "evaluation": {"teacher": teacher.eval_report, "student": student_eval_report},
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -313,6 +328,8 @@ def distill(args: argparse.Namespace, command: str) -> dict:
     }
     save_student(args, accelerator, setup, student, facts, summary)
 
+    if student_eval_report is not None:
+        print_eval_file_summary(accelerator, args.eval_file, teacher.eval_report, student_eval_report, agreement)
     print_table(
         accelerator,
         "Done",
