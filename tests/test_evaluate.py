@@ -473,3 +473,11 @@ def test_distill_eval_options_need_eval_file(tmp_path, bert_teacher, student, ca
     argv = cli_args(data_file, class_file, tmp_path / "out", bert_teacher, student, "--eval_label_column", "label")
     assert main(argv) == 2
     assert "options --eval_label_column describe the --eval_file, which was not given" in capsys.readouterr().err
+
+
+def test_evaluate_help_states_label_rules(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "A label is a class name or, failing that, an integer class id counted from --first_label_id" in help_text
+    assert "id of the first class for integer labels" in help_text

@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import cli_args, write_lines
+from conftest import CLASS_NAMES, NEWS_TEXTS, cli_args, write_lines
 
 from zsdistill.cli import main
 from zsdistill.data import InputError, read_texts
@@ -265,3 +265,14 @@ def test_main_job_reads_csv_columns(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "no column 'text'" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_main_job_trains_on_csv(tmp_path, bert_teacher, student):
+    rows = [(str(index), text) for index, text in enumerate(NEWS_TEXTS)] + [("8", "")]
+    data_file = write_delimited(tmp_path / "d.csv", rows, ",", header=("id", "body"))
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    extra = ["--text_column", "body", "--num_train_epochs", "1", "--validation_split", "0.25", "--cpu"]
+    assert main(cli_args(data_file, class_file, tmp_path / "out", bert_teacher, student, *extra)) == 0
+    run = json.loads((tmp_path / "out" / "zsdistill_run.json").read_text())
+    assert run["num_examples"] == len(NEWS_TEXTS)
+    assert run["num_blank_lines"] == 1

@@ -29,6 +29,7 @@ from zsdistill.data import (
 from zsdistill.gold_labels import read_gold_labels
 from zsdistill.inference import (
     DEFAULT_THRESHOLD,
+    ClassifierSetup,
     check_classifier,
     check_decision_options,
     check_finite,
@@ -265,44 +266,98 @@ def _reject_teacher_options(args: argparse.Namespace) -> None:
         )
 
 
-def evaluate_command(args: argparse.Namespace, command: str) -> dict:
-    """Run `zsdistill evaluate`: score a classifier or a zero-shot teacher against the gold labels of a file."""
-    # Check every input before loading any model weights, so a mistake costs seconds.
+@dataclass
+class _EvaluationSetup:
+    """The inputs of `zsdistill evaluate`, checked before any weights are loaded. One of the two setups is set."""
+
+    model_name: str
+    kind: str
+    class_names: list[str]
+    multi_label: bool
+    classifier: ClassifierSetup | None
+    zero_shot: ZeroShotSetup | None
+
+
+def _check_model_options(args: argparse.Namespace) -> _EvaluationSetup:
     if args.model is not None:
         _reject_teacher_options(args)
         classifier = check_classifier(args.model, args.max_length)
         check_decision_options(classifier, args.threshold)
-        class_names, multi_label = classifier.class_names, classifier.multi_label
-        model_name, kind = args.model, "classifier"
-    else:
-        if args.class_names_file is None:
-            raise InputError(
-                "--teacher_name_or_path needs --class_names_file, the file with one class name per line whose "
-                "hypotheses the teacher scores."
-            )
-        zero_shot = check_zero_shot_teacher(
-            args.teacher_name_or_path,
-            read_class_names(args.class_names_file),
-            args.hypothesis_template or DEFAULT_TEMPLATE,
-            args.multi_label,
-            args.entailment_id,
-            args.contradiction_id,
-            args.max_length,
+        return _EvaluationSetup(
+            model_name=args.model,
+            kind="classifier",
+            class_names=classifier.class_names,
+            multi_label=classifier.multi_label,
+            classifier=classifier,
+            zero_shot=None,
         )
-        class_names, multi_label = zero_shot.class_names, zero_shot.multi_label
-        if args.threshold is not None and not multi_label:
-            raise InputError(
-                f"--threshold {args.threshold:g} applies to multi-label scoring. Pass --multi_label, or drop "
-                f"--threshold."
-            )
-        model_name, kind = args.teacher_name_or_path, "zero-shot teacher"
+
+    if args.class_names_file is None:
+        raise InputError(
+            "--teacher_name_or_path needs --class_names_file, the file with one class name per line whose "
+            "hypotheses the teacher scores."
+        )
+    zero_shot = check_zero_shot_teacher(
+        args.teacher_name_or_path,
+        read_class_names(args.class_names_file),
+        args.hypothesis_template or DEFAULT_TEMPLATE,
+        args.multi_label,
+        args.entailment_id,
+        args.contradiction_id,
+        args.max_length,
+    )
+    if args.threshold is not None and not zero_shot.multi_label:
+        raise InputError(
+            f"--threshold {args.threshold:g} applies to multi-label scoring. Pass --multi_label, or drop --threshold."
+        )
+    return _EvaluationSetup(
+        model_name=args.teacher_name_or_path,
+        kind="zero-shot teacher",
+        class_names=zero_shot.class_names,
+        multi_label=zero_shot.multi_label,
+        classifier=None,
+        zero_shot=zero_shot,
+    )
+
+
+def _score_texts(
+    args: argparse.Namespace, accelerator: Accelerator, setup: _EvaluationSetup, data: TextFile
+) -> tuple[torch.Tensor, float, float]:
+    """Load the model and score every text. Return the scores, the loading time and the scoring time in seconds."""
+    load_start = time.perf_counter()
+    if setup.classifier is not None:
+        model = prepare_for_inference(accelerator, load_classifier(args.model))
+        start = time.perf_counter()
+        logits = classify_texts(
+            accelerator,
+            model,
+            setup.classifier.tokenizer,
+            data.texts,
+            args.per_device_eval_batch_size,
+            setup.classifier.max_length,
+        )
+        check_finite(logits, data, args.model)
+        scores = scores_from_logits(logits, setup.multi_label)
+    else:
+        model = load_teacher(args.teacher_name_or_path)
+        start = time.perf_counter()
+        scores = zero_shot_scores(
+            accelerator, model, setup.zero_shot, data.texts, args.teacher_batch_size, args.teacher_max_tokens
+        )
+    return scores, start - load_start, time.perf_counter() - start
+
+
+def evaluate_command(args: argparse.Namespace, command: str) -> dict:
+    """Run `zsdistill evaluate`: score a classifier or a zero-shot teacher against the gold labels of a file."""
+    # Check every input before loading any model weights, so a mistake costs seconds.
+    setup = _check_model_options(args)
     labeled = read_labeled_texts(
         args.data_file,
         args.text_column,
         args.label_column,
         not args.no_header,
-        class_names,
-        multi_label,
+        setup.class_names,
+        setup.multi_label,
         args.first_label_id,
     )
     if args.output_file is not None:
@@ -317,57 +372,36 @@ def evaluate_command(args: argparse.Namespace, command: str) -> dict:
         accelerator,
         "Evaluation",
         [
-            (kind, model_name),
+            (setup.kind, setup.model_name),
             ("data file", str(data.path)),
             ("labeled texts", f"{len(data.texts):,}"),
-            ("classes", f"{len(class_names)} ({', '.join(class_names)})"),
-            ("mode", f"multi-label, threshold {threshold:g}" if multi_label else "single-label"),
+            ("classes", f"{len(setup.class_names)} ({', '.join(setup.class_names)})"),
+            ("mode", f"multi-label, threshold {threshold:g}" if setup.multi_label else "single-label"),
             ("processes", str(accelerator.num_processes)),
             ("device", str(accelerator.device)),
             ("mixed precision", accelerator.mixed_precision),
         ],
     )
 
-    load_start = time.perf_counter()
-    if args.model is not None:
-        model = prepare_for_inference(accelerator, load_classifier(args.model))
-        start = time.perf_counter()
-        logits = classify_texts(
-            accelerator,
-            model,
-            classifier.tokenizer,
-            data.texts,
-            args.per_device_eval_batch_size,
-            classifier.max_length,
-        )
-        check_finite(logits, data, args.model)
-        scores = scores_from_logits(logits, multi_label)
-    else:
-        model = load_teacher(args.teacher_name_or_path)
-        start = time.perf_counter()
-        scores = zero_shot_scores(
-            accelerator, model, zero_shot, data.texts, args.teacher_batch_size, args.teacher_max_tokens
-        )
-    seconds = time.perf_counter() - start
-
-    report = classification_report(decide(scores, multi_label, threshold), labeled.gold, class_names, multi_label)
+    scores, load_seconds, seconds = _score_texts(args, accelerator, setup, data)
+    predictions = decide(scores, setup.multi_label, threshold)
     report = {
-        "model": model_name,
-        "kind": kind,
+        "model": setup.model_name,
+        "kind": setup.kind,
         "data_file": str(data.path),
         "num_examples": len(data.texts),
         "num_skipped_rows": data.blank_lines,
-        "multi_label": multi_label,
-        "threshold": threshold if multi_label else None,
-        "class_names": class_names,
-        **report,
-        "load_seconds": start - load_start,
+        "multi_label": setup.multi_label,
+        "threshold": threshold if setup.multi_label else None,
+        "class_names": setup.class_names,
+        **classification_report(predictions, labeled.gold, setup.class_names, setup.multi_label),
+        "load_seconds": load_seconds,
         "seconds": seconds,
         "examples_per_second": len(data.texts) / seconds,
         "num_processes": accelerator.num_processes,
         "command": command,
     }
-    print_report(accelerator, model_name, report, class_names)
+    print_report(accelerator, setup.model_name, report, setup.class_names)
     if accelerator.is_main_process and args.output_file is not None:
         Path(args.output_file).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     accelerator.wait_for_everyone()

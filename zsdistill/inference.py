@@ -189,7 +189,9 @@ def classify_texts(
     model.train(was_training)
     if not predicted.all():
         missing = (~predicted).sum().item()
-        raise RuntimeError(f"The inference loop left {missing} texts without a prediction. Report this as a bug.")
+        raise RuntimeError(
+            f"The inference loop left {missing} texts without a prediction. Report this as a bug in zsdistill."
+        )
     return logits_out
 
 
