@@ -191,3 +191,51 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 def news_files(tmp_path) -> tuple[Path, Path]:
     """A data file of eight news sentences and a class names file of four topics."""
     return write_lines(tmp_path / "texts.txt", NEWS_TEXTS), write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+
+
+def fitted_targets(num_texts: int, num_classes: int, multi_label: bool) -> torch.Tensor:
+    """Class targets for `save_classifier`: text i gets class i % K, and in multi-label mode odd texts also i + 1."""
+    if not multi_label:
+        return torch.arange(num_texts) % num_classes
+    targets = torch.zeros(num_texts, num_classes)
+    for i in range(num_texts):
+        targets[i, i % num_classes] = 1.0
+        if i % 2:
+            targets[i, (i + 1) % num_classes] = 1.0
+    return targets
+
+
+def save_classifier(
+    path: Path, class_names: list[str], multi_label: bool = False, texts: list[str] = NEWS_TEXTS, steps: int = 30
+) -> Path:
+    """Save a DistilBERT classifier briefly fitted to `fitted_targets` on `texts`, so that its predictions vary.
+
+    A classifier with a random head scores every text almost alike, which would hide ordering mistakes.
+    """
+    from zsdistill.models import load_student
+
+    tokenizer = build_tokenizer(token_type_ids=False)
+    model = load_student(str(save_student(path / "encoder")), class_names, multi_label)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    targets = fitted_targets(len(texts), len(class_names), multi_label)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=targets).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def single_label_classifier(tmp_path_factory) -> Path:
+    return save_classifier(tmp_path_factory.mktemp("single_label_classifier"), CLASS_NAMES)
+
+
+@pytest.fixture(scope="session")
+def multi_label_classifier(tmp_path_factory) -> Path:
+    return save_classifier(tmp_path_factory.mktemp("multi_label_classifier"), CLASS_NAMES, multi_label=True)

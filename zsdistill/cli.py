@@ -1,6 +1,7 @@
 """Command line: `zsdistill`, `python -m zsdistill` and `accelerate launch -m zsdistill`."""
 
 import argparse
+import importlib
 import logging
 import math
 import os
@@ -88,6 +89,13 @@ def _label_index(text: str) -> int:
     return _parse_number(text, int)
 
 
+def _threshold(text: str) -> float:
+    value = _parse_number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
+
+
 class _DeprecatedMultiClass(argparse.Action):
     """`--multi_class`, the original script's name for `--multi_label`."""
 
@@ -103,13 +111,73 @@ class _Fp16Alias(argparse.Action):
         namespace.mixed_precision = "fp16"
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, class_names_file: bool = True) -> None:
+def add_data_arguments(
+    parser: argparse.ArgumentParser, class_names_file: bool = True, labeled: bool = False, contents: str = "unlabeled"
+) -> None:
     group = parser.add_argument_group("inputs")
     group.add_argument(
-        "--data_file", required=True, help="UTF-8 text file with one unlabeled example per line; blank lines skipped"
+        "--data_file",
+        required=True,
+        help=f"UTF-8 file of {contents} texts: .txt with one text per line, or .csv, .tsv or .jsonl with the text in "
+        "--text_column; rows with an empty text are skipped",
     )
+    add_column_arguments(group)
+    if labeled:
+        group.add_argument(
+            "--label_column",
+            required=True,
+            help="column of the gold labels, given as --text_column is. A label is a class name or, failing that, an "
+            "integer class id counted from --first_label_id. A multi-label model takes a list per row: a JSON list, "
+            "or labels separated by commas",
+        )
+        add_first_label_id_argument(group)
     if class_names_file:
         group.add_argument("--class_names_file", required=True, help="UTF-8 text file with one class name per line")
+
+
+def add_column_arguments(group: argparse._ArgumentGroup, prefix: str = "", file_option: str = "--data_file") -> None:
+    group.add_argument(
+        f"--{prefix}text_column",
+        default=None,
+        help=f"column of the text in a .csv, .tsv or .jsonl {file_option}: a name from the header row, or with "
+        f"--{prefix}no_header a 0-based index. Several columns separated by commas, such as title,description, are "
+        f"joined with a space (default: text)",
+    )
+    group.add_argument(
+        f"--{prefix}no_header",
+        action="store_true",
+        help=f"the .csv or .tsv {file_option} has no header row: its first row is data, and its columns are given as "
+        f"0-based indices",
+    )
+
+
+def add_first_label_id_argument(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--first_label_id",
+        type=_label_index,
+        default=0,
+        help="id of the first class for integer labels: 0 when the ids count from 0, 1 when they count from 1 "
+        "(default: 0)",
+    )
+
+
+def add_eval_file_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation on labeled texts")
+    group.add_argument(
+        "--eval_file",
+        default=None,
+        help="labeled .csv, .tsv or .jsonl file; after training, the teacher's and the student's accuracy on it are "
+        "reported beside the agreement (default: none)",
+    )
+    add_column_arguments(group, prefix="eval_", file_option="--eval_file")
+    group.add_argument(
+        "--eval_label_column",
+        default=None,
+        help="column of the --eval_file's gold labels, given as --eval_text_column is. A label is a class name or, "
+        "failing that, an integer class id counted from --first_label_id; a multi-label row contains a JSON list or "
+        "labels separated by commas",
+    )
+    add_first_label_id_argument(group)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, contents: str) -> None:
@@ -313,6 +381,8 @@ EPILOG = """\
 subcommands:
   zsdistill teacher ...   run the teacher pass only and save its predictions
   zsdistill train ...     train a student from saved teacher predictions, without loading the teacher
+  zsdistill evaluate ...  score a student or a zero-shot teacher against gold labels
+  zsdistill predict ...   write a student's predictions for every text of a data file
   Run `zsdistill SUBCOMMAND --help` for the flags of each.
 
 Run on several processes or machines with `accelerate launch -m zsdistill ...`."""
@@ -331,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_teacher_arguments(parser)
     add_soft_label_arguments(parser)
     add_training_arguments(parser)
+    add_eval_file_arguments(parser)
     add_runtime_arguments(parser)
     return parser
 
@@ -366,11 +437,134 @@ def build_train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Each subcommand's parser and the function, in zsdistill.distill, that runs it. The plain command is "distill".
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsdistill evaluate",
+        description="Score a trained classifier (--model), or a zero-shot NLI teacher (--teacher_name_or_path), "
+        "against the gold labels of a data file: accuracy, macro-F1, per-class precision, recall and F1, and the "
+        "confusion matrix; micro- and macro-F1 for a multi-label model.",
+    )
+    add_data_arguments(parser, class_names_file=False, labeled=True, contents="labeled")
+    group = parser.add_argument_group("model")
+    choice = group.add_mutually_exclusive_group(required=True)
+    choice.add_argument(
+        "--model",
+        help="trained sequence classifier, such as a zsdistill student: local directory or Hub name; the classes are "
+        "its config's id2label",
+    )
+    choice.add_argument(
+        "--teacher_name_or_path",
+        help="NLI model to score as a zero-shot classifier, with --class_names_file and --hypothesis_template",
+    )
+    group.add_argument(
+        "--per_device_eval_batch_size",
+        type=_positive_int,
+        default=128,
+        help="texts per forward pass of --model, per process (default: 128)",
+    )
+
+    teacher = parser.add_argument_group("zero-shot teacher")
+    teacher.add_argument("--class_names_file", help="UTF-8 text file with one class name per line")
+    teacher.add_argument(
+        "--hypothesis_template",
+        default=None,
+        help=f"hypothesis with one {{}} for the class name (default: {DEFAULT_TEMPLATE!r})",
+    )
+    teacher.add_argument(
+        "--multi_label",
+        action="store_true",
+        help="classes are independent: score each class as entailment against contradiction",
+    )
+    teacher.add_argument(
+        "--teacher_batch_size",
+        type=_positive_int,
+        default=32,
+        help="(text, hypothesis) pairs per teacher forward pass, per process (default: 32)",
+    )
+    teacher.add_argument(
+        "--teacher_max_tokens",
+        type=_positive_int,
+        default=None,
+        help="also cap each teacher batch at this many tokens after padding (default: no cap)",
+    )
+    teacher.add_argument(
+        "--teacher_dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default=None,
+        help="dtype of the teacher's weights; auto is bfloat16 on GPUs and CPUs that support it, else float32 "
+        "(default: auto)",
+    )
+    teacher.add_argument(
+        "--entailment_id", type=_label_index, default=None, help="index of the teacher's entailment logit"
+    )
+    teacher.add_argument(
+        "--contradiction_id", type=_label_index, default=None, help="index of the teacher's contradiction logit"
+    )
+
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="for multi-label models: a class is predicted when its score is at least this (default: 0.5)",
+    )
+    outputs.add_argument(
+        "--output_file", default=None, help="JSON file for the report, replaced if it exists (default: none)"
+    )
+    add_runtime_arguments(parser)
+    return parser
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsdistill predict",
+        description="Write a trained classifier's predictions for the texts of a data file, one JSON object per "
+        'line in input order: {"row": 3, "label": "sports", "labels": ["sports"], "scores": {"sports": 0.91, ...}}. '
+        "`row` is the text's row number in the data file, counting from 1: a line of a .txt or .jsonl file, or a "
+        "record after the header of a .csv or .tsv file. Rows with an empty text get no line. `scores` contains every "
+        "class's score (softmax, or a sigmoid per class for a multi-label model), rounded to 6 decimals.",
+    )
+    add_data_arguments(parser, class_names_file=False, contents="the")
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        required=True,
+        help="trained sequence classifier, such as a zsdistill student: local directory or Hub name",
+    )
+    group.add_argument(
+        "--per_device_eval_batch_size",
+        type=_positive_int,
+        default=128,
+        help="texts per forward pass, per process (default: 128)",
+    )
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument(
+        "--output_file", required=True, help="JSON lines file for the predictions, replaced if it exists"
+    )
+    outputs.add_argument(
+        "--top_k",
+        type=_positive_int,
+        default=None,
+        help="number of best classes in `labels` (default: 1; for a multi-label model, every class at --threshold)",
+    )
+    outputs.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="for multi-label models: `labels` lists the classes whose score is at least this (default: 0.5)",
+    )
+    add_runtime_arguments(parser)
+    return parser
+
+
+# Each subcommand's parser and the function that runs it: a name in zsdistill.distill, or "module:function". The
+# plain command is "distill".
 COMMANDS = {
     "distill": (build_parser, "distill"),
     "teacher": (build_teacher_parser, "teacher_only"),
     "train": (build_train_parser, "train_only"),
+    "evaluate": (build_evaluate_parser, "zsdistill.evaluation:evaluate_command"),
+    "predict": (build_predict_parser, "zsdistill.inference:predict_command"),
 }
 
 
@@ -417,9 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
 
     # Imported here so that `--help` and argument errors return before torch and transformers load.
-    from zsdistill import distill
-
-    runner = getattr(distill, runner_name)
+    module_name, _, function_name = runner_name.rpartition(":")
+    runner = getattr(importlib.import_module(module_name or "zsdistill.distill"), function_name)
     try:
         runner(args, command=f"{_launcher()} {shlex.join(argv)}")
     except InputError as error:

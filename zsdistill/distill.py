@@ -5,6 +5,7 @@ Each stage is a function, called in order by `distill`: checking the inputs and 
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -37,6 +38,13 @@ from zsdistill.data import (
     create_output_dir,
     read_class_names,
     read_texts,
+)
+from zsdistill.evaluation import (
+    LabeledTexts,
+    evaluate_student_on,
+    evaluate_teacher_on,
+    print_eval_file_summary,
+    read_eval_file,
 )
 from zsdistill.model_card import ModelCardFacts, write_model_card
 from zsdistill.models import (
@@ -94,6 +102,7 @@ class RunSetup:
     student_tokenizer: PreTrainedTokenizerBase | None
     student_max_length: int | None
     resume_checkpoint: Checkpoint | None
+    eval_set: LabeledTexts | None
 
 
 @dataclass
@@ -106,6 +115,7 @@ class StudentSetup:
     student_tokenizer: PreTrainedTokenizerBase
     student_max_length: int
     resume_checkpoint: Checkpoint | None = None
+    eval_set: LabeledTexts | None = None
 
 
 def find_resume_checkpoint(
@@ -126,7 +136,7 @@ def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
 
     The student is checked only when `train` is set.
     """
-    data = read_texts(args.data_file)
+    data = read_texts(args.data_file, args.text_column, header=not args.no_header)
     class_names = read_class_names(args.class_names_file)
     check_hypothesis_template(args.hypothesis_template)
     model_paths = (args.teacher_name_or_path, args.student_name_or_path) if train else (args.teacher_name_or_path,)
@@ -157,6 +167,7 @@ def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
         student_config, student_tokenizer = load_config_and_tokenizer(args.student_name_or_path, "student")
         student_max_length = max_input_length(student_tokenizer, student_config, args.max_length)
         resume_checkpoint = find_resume_checkpoint(args, data.texts, class_names, multi_label, student_max_length)
+    eval_set = read_eval_file(args, class_names, multi_label)
     create_output_dir(args.output_dir)
     return RunSetup(
         data=data,
@@ -170,6 +181,7 @@ def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
         student_tokenizer=student_tokenizer,
         student_max_length=student_max_length,
         resume_checkpoint=resume_checkpoint,
+        eval_set=eval_set,
     )
 
 
@@ -252,6 +264,22 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         )
     accelerator.wait_for_everyone()
     return result
+
+
+def evaluate_teacher_on_eval_file(args: argparse.Namespace, accelerator: Accelerator, setup: RunSetup) -> dict | None:
+    """Score the teacher on --eval_file and return its report, or None when no --eval_file was given.
+
+    The teacher pass frees its teacher when it ends (and loads none when its predictions were saved before), so the
+    teacher is loaded here on its own for the eval file and freed again.
+    """
+    if setup.eval_set is None:
+        return None
+    teacher = load_teacher(args.teacher_name_or_path, resolve_teacher_dtype(args.teacher_dtype, accelerator.device))
+    report = evaluate_teacher_on(args, accelerator, teacher, setup)
+    del teacher
+    accelerator.free_memory()
+    gc.collect()
+    return report
 
 
 def training_config_from_args(args: argparse.Namespace) -> TrainingConfig:
@@ -402,9 +430,14 @@ def train_and_save(
     hypothesis_template: str,
     command: str,
     teacher_summary: dict,
+    teacher_eval_report: dict | None = None,
 ) -> dict:
-    """Train the student on the soft labels, save it with its model card and run summary, and return the summary."""
+    """Train the student on the soft labels, save it with its model card and run summary, and return the summary.
+
+    `teacher_eval_report` is the teacher's report on --eval_file, stored in the summary beside the student's.
+    """
     student, epochs, num_validation, training_seconds = run_training(args, accelerator, setup, soft_labels)
+    student_eval_report = evaluate_student_on(args, accelerator, student, setup)
 
     agreement = epochs[-1].agreement if epochs else None
     facts = ModelCardFacts(
@@ -433,6 +466,7 @@ def train_and_save(
         "epochs": [asdict(epoch) for epoch in epochs],
         "resumed_from": None if setup.resume_checkpoint is None else setup.resume_checkpoint.run_record(),
         "agreement": agreement,
+        "evaluation": {"teacher": teacher_eval_report, "student": student_eval_report},
         "versions": _versions(),
     }
     save_student(args, accelerator, setup, student, facts, summary)
@@ -474,6 +508,7 @@ def distill(args: argparse.Namespace, command: str) -> dict:
     set_seed(args.seed)
 
     teacher = run_teacher(args, accelerator, setup)
+    teacher_eval_report = evaluate_teacher_on_eval_file(args, accelerator, setup)
     soft_labels = soft_labels_from_logits(teacher.logits, setup.multi_label, args.temperature)
     student_setup = StudentSetup(
         data=setup.data,
@@ -482,6 +517,7 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         student_tokenizer=setup.student_tokenizer,
         student_max_length=setup.student_max_length,
         resume_checkpoint=setup.resume_checkpoint,
+        eval_set=setup.eval_set,
     )
     summary = train_and_save(
         args,
@@ -492,7 +528,13 @@ def distill(args: argparse.Namespace, command: str) -> dict:
         args.hypothesis_template,
         command,
         _teacher_summary(teacher),
+        teacher_eval_report,
     )
+    student_eval_report = summary["evaluation"]["student"]
+    if student_eval_report is not None:
+        print_eval_file_summary(
+            accelerator, args.eval_file, teacher_eval_report, student_eval_report, summary["agreement"]
+        )
     print_table(
         accelerator,
         "Done",
@@ -559,7 +601,7 @@ def check_train_inputs(args: argparse.Namespace) -> tuple[StudentSetup, SavedPre
             f"Run `zsdistill teacher` again to write predictions with their record."
         )
 
-    data = read_texts(args.data_file)
+    data = read_texts(args.data_file, args.text_column, header=not args.no_header)
     if hash_texts(data.texts) != record["texts_sha256"]:
         raise InputError(
             f"The texts of --data_file {args.data_file} ({len(data.texts):,} texts) differ from those the teacher "
