@@ -151,7 +151,7 @@ def run_distillation(args: argparse.Namespace, train_texts: list[str]) -> dict:
     # The repository root comes first on the child's sys.path under -m, so it runs this checkout's zsdistill.
     completed = subprocess.run(command, cwd=REPO_ROOT, env=os.environ.copy(), check=False)
     if completed.returncode != 0:
-        raise SystemExit(f"zsdistill failed with exit status {completed.returncode}; its output is above.")
+        raise SystemExit(f"zsdistill failed with exit status {completed.returncode}. Its output is above.")
     return json.loads((student_dir / "zsdistill_run.json").read_text(encoding="utf-8"))
 
 
