@@ -111,7 +111,6 @@ TOPICS = [
 # Bounds on the N that the calibration run chooses.
 MIN_AUTO_EXAMPLES = 2
 MAX_AUTO_EXAMPLES = 2000
-CALIBRATION_EXAMPLES = 4
 # Square matrices of the matmul that measures the machine's peak FLOP rate.
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
 
@@ -362,9 +361,10 @@ def _time_teacher(
 
     num_examples = settings.num_examples
     if num_examples is None:
-        # The first call warms up, the second measures the time per pair.
+        # One full batch of pairs at the smallest K, once to warm up and once timed. A single batch keeps this short
+        # for a large teacher on a CPU, but a burst of other work on the machine can still skew the estimate.
         class_names = class_names_for(settings.num_classes[0], settings.class_names)
-        calibration_texts = texts[:CALIBRATION_EXAMPLES]
+        calibration_texts = texts[: max(1, settings.teacher_batch_size // len(class_names))]
         methods["loop"](calibration_texts, class_names)
         timing = time_repeats(partial(methods["loop"], calibration_texts, class_names), 1, device)
         seconds_per_pair = timing.median_seconds / (len(calibration_texts) * len(class_names))

@@ -131,6 +131,15 @@ def test_benchmark_pair_from_configs():
     assert pair_report["student"]["model_type"] == "distilbert"
 
 
+def test_benchmark_pair_calibrates_num_examples(bert_teacher, student):
+    pair = speed.pretrained_pair("tiny", str(bert_teacher), str(student))
+    settings = tiny_settings(num_examples=None, time_budget_s=0.5)
+    pair_report = speed.benchmark_pair(Accelerator(cpu=True), pair, NEWS_TEXTS, settings, matmul_rate=1e11)
+    assert pair_report["num_examples_source"] == "calibrated to --time_budget_s"
+    assert speed.MIN_AUTO_EXAMPLES <= pair_report["num_examples"] <= len(NEWS_TEXTS)
+    check_pair_report(pair_report, num_examples=pair_report["num_examples"], num_classes=2)
+
+
 def test_speed_main_writes_outputs(tmp_path):
     teacher = save_teacher(tmp_path / "teacher", NLI_LABELS["bert"])
     student = save_student(tmp_path / "student")
