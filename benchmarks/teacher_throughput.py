@@ -11,9 +11,6 @@ produce the same scores.
 """
 
 import argparse
-import csv
-import json
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,22 +18,16 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from ag_news import read_test_split
+from measure import describe_model, forward_flops, measure_matmul_rate, time_repeats
+from records import command_line, library_versions, load_average, machine_info, utc_timestamp, write_json
 from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hardware import (  # noqa: E402
-    PeakMemory,
-    bfloat16_supported,
-    encoder_forward_flops,
-    machine_facts,
-    measure_matmul_rate,
-    synchronize,
-)
-
-from zsdistill.soft_labels import soft_labels_from_logits  # noqa: E402
-from zsdistill.teacher import (  # noqa: E402
+from zsdistill.models import resolve_teacher_dtype
+from zsdistill.soft_labels import soft_labels_from_logits
+from zsdistill.teacher import (
     PairScorer,
     build_hypotheses,
     find_nli_label_ids,
@@ -46,13 +37,13 @@ from zsdistill.teacher import (  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_TEACHER = REPOSITORY / "benchmarks" / "models" / "minilm-nli"
-DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "ag_news" / "test.csv"
+DEFAULT_DATA_DIR = REPOSITORY.parent / "shared" / "data" / "ag_news"
 DEFAULT_CLASSES = ["the world", "sports", "business", "science/tech"]
 DEFAULT_TEMPLATE = "This text is about {}."
 # Tolerances on the soft labels of the two runs: bfloat16 rounds each logit to about 3 significant digits.
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2}
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=140)
 
 
 @dataclass
@@ -68,13 +59,6 @@ class Measurement:
     peak_memory_mib: float | None
     flop_rate: float
     share_of_peak: float
-
-
-def read_ag_news(path: Path, num_texts: int) -> list[str]:
-    """Read the first texts of AG News test.csv (class, title, description; no header) as title + " " + description."""
-    with open(path, newline="", encoding="utf-8") as file:
-        rows = [row for _, row in zip(range(num_texts), csv.reader(file), strict=False)]
-    return [f"{title} {description}" for _, title, description in rows]
 
 
 def pipeline_padding_share(tokenizer, texts, hypotheses, max_length, batch_size) -> tuple[float, list[int]]:
@@ -109,15 +93,9 @@ def run_zsdistill(
 
 def time_median(run, repeats: int, device: torch.device) -> tuple[float, object, int | None]:
     """Run `run` `repeats` times; return the median seconds, the last result and the peak memory of the runs."""
-    seconds, result = [], None
-    with PeakMemory(device) as memory:
-        for _ in range(repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            result = run()
-            synchronize(device)
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), result, memory.peak_bytes
+    results = []
+    timing = time_repeats(lambda: results.append(run()), repeats, device)
+    return timing.median_seconds, results[-1], timing.peak_memory_bytes
 
 
 def tune_pipeline_batch_size(model, tokenizer, texts, class_names, template, device, candidates) -> int:
@@ -136,7 +114,9 @@ def tune_pipeline_batch_size(model, tokenizer, texts, class_names, template, dev
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", default=str(DEFAULT_TEACHER), help="NLI model, local path or Hub name")
-    parser.add_argument("--data_file", default=str(DEFAULT_DATA), help="AG News test.csv")
+    parser.add_argument(
+        "--data_dir", default=str(DEFAULT_DATA_DIR), help="folder that contains AG News test.csv (no header)"
+    )
     parser.add_argument("--num_texts", type=int, default=400, help="texts to score (default: 400)")
     parser.add_argument("--class_names", default=",".join(DEFAULT_CLASSES), help="comma-separated class names")
     parser.add_argument("--hypothesis_template", default=DEFAULT_TEMPLATE)
@@ -163,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     class_names = args.class_names.split(",")
     hypotheses = build_hypotheses(args.hypothesis_template, class_names)
-    texts = read_ag_news(Path(args.data_file), args.num_texts)
+    texts = read_test_split(Path(args.data_dir)).texts[: args.num_texts]
     num_pairs = len(texts) * len(class_names)
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
     accelerator = Accelerator(cpu=device.type == "cpu")
 
-    dtypes = [name for name in args.dtypes.split(",") if name != "bfloat16" or bfloat16_supported(device)]
+    bfloat16_native = resolve_teacher_dtype("auto", device) == torch.bfloat16
+    dtypes = [name for name in args.dtypes.split(",") if name != "bfloat16" or bfloat16_native]
     console.print(
         f"{args.teacher}: {len(texts)} texts × {len(class_names)} classes = {num_pairs:,} pairs on {device}, "
         f"dtypes {', '.join(dtypes)}, {torch.get_num_threads()} threads"
@@ -177,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
         model = AutoModelForSequenceClassification.from_pretrained(args.teacher, dtype=dtype).to(device).eval()
-        peak_rate = measure_matmul_rate(device, dtype)
+        peak_rate = measure_matmul_rate(device, dtype, size=2048)["flop_rate"]
         candidates = [int(size) for size in args.pipeline_batch_sizes.split(",")]
         pipeline_batch = tune_pipeline_batch_size(
             model, tokenizer, texts, class_names, args.hypothesis_template, device, candidates
         )
         pipeline_padding, lengths = pipeline_padding_share(tokenizer, texts, hypotheses, 512, pipeline_batch)
-        flops = encoder_forward_flops(model, lengths)
+        flops = forward_flops(describe_model(model), lengths)
 
         def pipeline_run(model=model, batch=pipeline_batch):
             return run_pipeline(model, tokenizer, texts, class_names, args.hypothesis_template, batch, device)
@@ -221,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ratio = best["zsdistill"] / best["pipeline"]
     print_results(measurements, checks, ratio)
-    write_json(Path(args.output_json), args, measurements, checks, ratio, device)
+    write_record(Path(args.output_json), args, measurements, checks, ratio, device)
     failed = [check for check in checks if check["max_abs_difference"] > check["tolerance"]]
     if failed:
         console.print(f"[red]Scores differ beyond tolerance: {failed}[/red]")
@@ -263,17 +244,22 @@ def print_results(measurements: list[Measurement], checks: list[dict], ratio: fl
     console.print(f"zsdistill's best over the pipeline's best: {ratio:.2f}×")
 
 
-def write_json(path, args, measurements, checks, ratio, device) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "command": " ".join(["python", "benchmarks/teacher_throughput.py", *sys.argv[1:]]),
-        "arguments": vars(args),
-        "machine": machine_facts(device),
-        "measurements": [asdict(m) for m in measurements],
-        "score_checks": checks,
-        "ratio_best_zsdistill_to_best_pipeline": ratio,
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+def write_record(path: Path, args, measurements, checks, ratio, device) -> None:
+    write_json(
+        path,
+        {
+            "benchmark": "teacher_throughput",
+            "created": utc_timestamp(),
+            "command": command_line(),
+            "arguments": vars(args),
+            "machine": machine_info(device),
+            "load_average_end": load_average(),
+            "versions": library_versions(),
+            "measurements": [asdict(m) for m in measurements],
+            "score_checks": checks,
+            "ratio_best_zsdistill_to_best_pipeline": ratio,
+        },
+    )
     console.print(f"Wrote {path}")
 
 
