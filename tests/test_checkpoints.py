@@ -16,8 +16,9 @@ from conftest import CLASS_NAMES, NEWS_TEXTS, cli_args, write_lines
 from safetensors.torch import load_file
 
 import zsdistill
-from zsdistill.checkpoints import STATE_FILE
+from zsdistill.checkpoints import STATE_FILE, STATE_FILES, read_checkpoint
 from zsdistill.cli import build_parser, main
+from zsdistill.data import InputError
 
 # Six training texts in batches of 1, summed over 2 accumulation steps, make 3 optimizer steps per epoch. The
 # 100 epochs take 300 steps, so the killed run is still training when the kill lands.
@@ -380,3 +381,13 @@ def test_checkpoint_options_parsed():
     help_text = build_parser().format_help()
     for flag in ("--checkpointing_steps", "--resume_from_checkpoint", "--save_total_limit"):
         assert flag in help_text, flag
+
+
+def test_checkpoint_missing_state_file_rejected(tmp_path):
+    checkpoint = tmp_path / "step_4"
+    checkpoint.mkdir()
+    for name in STATE_FILES:
+        if name != "optimizer.bin":
+            (checkpoint / name).write_bytes(b"")
+    with pytest.raises(InputError, match="optimizer.bin missing"):
+        read_checkpoint(checkpoint)

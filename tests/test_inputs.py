@@ -1,5 +1,6 @@
 """Input files and options: each mistake is a clear error raised before any model is loaded."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from zsdistill.data import (
     read_class_names,
     read_texts,
 )
+from zsdistill.training import split_validation
 
 
 def test_read_texts_skips_blank_lines(tmp_path):
@@ -292,3 +294,49 @@ def test_shipped_example_files_valid():
     assert len(data.texts) == 40
     assert data.blank_lines == 0
     assert read_class_names(examples / "news_classes.txt") == ["world", "sports", "business", "science/tech"]
+
+
+@pytest.mark.parametrize(
+    ("remove", "damage", "message"),
+    [
+        ("tokenizer.json", None, "has no tokenizer vocabulary"),
+        ("model.safetensors", None, "has no weights"),
+        (None, "model.safetensors", "cannot be read"),
+    ],
+)
+def test_incomplete_student_rejected_before_teacher_pass(
+    tmp_path, capsys, news_files, bert_teacher, student, remove, damage, message
+):
+    broken = tmp_path / "broken_student"
+    shutil.copytree(student, broken)
+    if remove:
+        (broken / remove).unlink()
+    if damage:
+        (broken / damage).write_bytes(b"\x00" * 16)
+    assert main(cli_args(*news_files, tmp_path / "o", bert_teacher, broken)) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert str(broken) in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_output_dir_rejected(news_files, bert_teacher, student, capsys):
+    with pytest.raises(SystemExit):
+        main(cli_args(*news_files, "", bert_teacher, student))
+    assert "must be a directory path, got an empty string" in capsys.readouterr().err
+
+
+def test_unknown_subcommand(capsys):
+    assert main(["trian", "--data_file", "texts.txt"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown subcommand 'trian'" in error
+    assert "train" in error
+
+
+def test_validation_split_keeps_copies_together():
+    texts = ["a", "b", "a", "c", "b", "a", "d", "e"]
+    train, held_out = split_validation(texts, 0.4, seed=0)
+    assert sorted(train + held_out) == list(range(len(texts)))
+    assert {texts[index] for index in train}.isdisjoint(texts[index] for index in held_out)
+    # Two of the five distinct texts are held out, with all their copies.
+    assert len({texts[index] for index in held_out}) == 2

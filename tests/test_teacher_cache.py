@@ -199,3 +199,15 @@ def test_killed_pass_resumes(tmp_path, bert_teacher):
     expected = load_logits(reference_dir)
     torch.testing.assert_close(load_logits(output_dir).entailment, expected.entailment, atol=1e-6, rtol=0)
     torch.testing.assert_close(load_logits(output_dir).contradiction, expected.contradiction, atol=1e-6, rtol=0)
+
+
+def test_unreadable_record_stops_run(tmp_path, bert_teacher, news_files, capsys):
+    output_dir = tmp_path / "out"
+    assert main(teacher_argv(*news_files, output_dir, bert_teacher)) == 0
+    (output_dir / "teacher_predictions.json").write_text("{broken", encoding="utf-8")
+    capsys.readouterr()
+    assert main(teacher_argv(*news_files, output_dir, bert_teacher)) == 2
+    error = capsys.readouterr().err
+    assert "teacher_predictions.json cannot be read" in error
+    assert "--recompute_teacher" in error
+    assert main(teacher_argv(*news_files, output_dir, bert_teacher, "--recompute_teacher")) == 0

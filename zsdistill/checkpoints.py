@@ -167,7 +167,17 @@ def find_checkpoint(value: str, output_dir: str | Path) -> Checkpoint:
     return read_checkpoint(path)
 
 
+# What `Accelerator.save_state` writes for one model, optimizer and scheduler, besides one RNG file per process.
+STATE_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
+    missing = [name for name in STATE_FILES if not (path / name).is_file()]
+    if missing:
+        raise InputError(
+            f"--resume_from_checkpoint {path} is incomplete: {', '.join(missing)} missing. Give another checkpoint, "
+            f"or start the run without --resume_from_checkpoint."
+        )
     state_file = path / STATE_FILE
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))

@@ -85,6 +85,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _directory(text: str) -> str:
+    # An empty path would mean the current directory, whose files a run would write over.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a directory path, got an empty string")
+    return text
+
+
 def _label_index(text: str) -> int:
     return _parse_number(text, int)
 
@@ -182,7 +189,7 @@ def add_eval_file_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_output_arguments(parser: argparse.ArgumentParser, contents: str) -> None:
     group = parser.add_argument_group("outputs")
-    group.add_argument("--output_dir", required=True, help=f"directory for {contents}")
+    group.add_argument("--output_dir", type=_directory, required=True, help=f"directory for {contents}")
     group.add_argument(
         "--overwrite_output_dir", action="store_true", help="write into --output_dir even if it already contains files"
     )
@@ -604,6 +611,13 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv and argv[0] in COMMANDS:
         name, rest = argv[0], argv[1:]
+    elif argv and not argv[0].startswith("-"):
+        print(
+            f"zsdistill: error: unknown subcommand {argv[0]!r}. Choose one of {', '.join(COMMANDS)}, or give the "
+            f"plain command's flags (see zsdistill --help).",
+            file=sys.stderr,
+        )
+        return 2
     else:
         name, rest = "distill", argv
     build, runner_name = COMMANDS[name]

@@ -125,7 +125,7 @@ def find_resume_checkpoint(
     if args.resume_from_checkpoint is None:
         return None
     checkpoint = find_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    train_indices, _ = split_validation(len(texts), args.validation_split, args.seed)
+    train_indices, _ = split_validation(texts, args.validation_split, args.seed)
     known_setup = setup_from_inputs(args, texts, len(train_indices), class_names, multi_label, student_max_length)
     check_setup(checkpoint, known_setup)
     return checkpoint
@@ -293,7 +293,7 @@ def run_training(
     """Train the student on the soft labels; return it, its epochs, the number of held-out texts and the time."""
     set_seed(args.seed)
     config = training_config_from_args(args)
-    train_indices, validation_indices = split_validation(len(setup.data.texts), args.validation_split, args.seed)
+    train_indices, validation_indices = split_validation(setup.data.texts, args.validation_split, args.seed)
     training_setup = {
         **setup_from_inputs(
             args, setup.data.texts, len(train_indices), setup.class_names, setup.multi_label, setup.student_max_length

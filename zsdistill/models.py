@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -28,6 +29,15 @@ _POSITION_OFFSET_MODEL_TYPES = {
     "xlm-roberta-xl",
     "xmod",
 }
+# A local checkpoint needs one of these for its tokenizer's vocabulary. Without them, transformers 5.25 builds a
+# tokenizer of special tokens alone, which maps every word to the unknown token.
+_VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # Tokenizers without a known limit report `model_max_length` as a huge sentinel (int(1e30) in transformers).
 _NO_TOKENIZER_LIMIT = 1_000_000
 
@@ -40,6 +50,8 @@ def load_config_and_tokenizer(name_or_path: str, role: str) -> tuple[PretrainedC
     )
     if looks_local and not Path(name_or_path).expanduser().exists():
         raise InputError(f"The {role} {name_or_path!r} was not found: no such local directory. Check the path.")
+    if Path(name_or_path).expanduser().is_dir():
+        _check_local_files(Path(name_or_path).expanduser(), role)
     try:
         config = AutoConfig.from_pretrained(name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -49,12 +61,40 @@ def load_config_and_tokenizer(name_or_path: str, role: str) -> tuple[PretrainedC
             f"Give a Hub model name, or the path of a directory written by save_pretrained(). "
             f"On a machine without network access, give a local path."
         ) from None
+    if len(tokenizer) > getattr(config, "vocab_size", len(tokenizer)):
+        raise InputError(
+            f"The tokenizer of the {role} {name_or_path!r} has {len(tokenizer):,} tokens, more than the "
+            f"{config.vocab_size:,} rows of the model's embeddings, so some token ids would be out of range. Give a "
+            f"directory whose tokenizer and weights belong together."
+        )
     if tokenizer.pad_token is None:
         raise InputError(
             f"The tokenizer of the {role} {name_or_path!r} has no padding token, which batching needs. "
             f"Save a copy with `tokenizer.pad_token = tokenizer.eos_token` and give its path."
         )
     return config, tokenizer
+
+
+def _check_local_files(path: Path, role: str) -> None:
+    """Raise InputError if a local checkpoint lacks its vocabulary or weights, or its weights file is damaged."""
+    if not any((path / name).is_file() for name in _VOCABULARY_FILES):
+        raise InputError(
+            f"The {role} directory {path} has no tokenizer vocabulary (none of {', '.join(_VOCABULARY_FILES)}), so "
+            f"every word would become the unknown token. Save the tokenizer there with tokenizer.save_pretrained()."
+        )
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        raise InputError(
+            f"The {role} directory {path} has no weights (none of {', '.join(_WEIGHT_FILES)}). Save the model there "
+            f"with model.save_pretrained()."
+        )
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        try:
+            # Reads the header alone, which a truncated or overwritten file fails to parse.
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (OSError, SafetensorError) as error:
+            raise InputError(f"The {role} weights {weights} cannot be read: {error}. Save the model again.") from None
 
 
 def max_input_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig, max_length: int | None) -> int:

@@ -1,5 +1,7 @@
 """Console output: the plan before a stage, progress bars during it, and the summary after it."""
 
+import sys
+
 from accelerate import Accelerator
 from rich.console import Console
 from rich.progress import (
@@ -14,7 +16,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-console = Console(stderr=True)
+# Written to a file or a pipe, the output would otherwise wrap at rich's default of 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 class _RateColumn(ProgressColumn):

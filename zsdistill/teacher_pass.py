@@ -75,6 +75,18 @@ def chunk_bounds(num_texts: int, texts_per_chunk: int) -> list[tuple[int, int]]:
 def _inspect_cache(cache: TeacherCache, record: TeacherRecord, recompute: bool) -> _CacheState:
     """Decide, on the main process, which saved work can be reused; delete it first when `recompute` is set."""
     saved = cache.read_record()
+    if saved is None and cache.record_path.exists() and not recompute:
+        # Without its record, nothing shows what the saved chunks were computed from, so they are not discarded
+        # silently either.
+        return _CacheState(
+            complete=False,
+            finished_chunks=[],
+            error=(
+                f"{cache.record_path} cannot be read, so the teacher predictions in {cache.directory} cannot be "
+                f"checked against the current inputs. Pass --recompute_teacher to discard them and run the teacher "
+                f"again, or choose another --output_dir."
+            ),
+        )
     if saved is not None:
         differences = record_differences(saved, record)
         if differences and not recompute:

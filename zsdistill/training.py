@@ -2,6 +2,7 @@
 
 import logging
 import math
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from safetensors import SafetensorError
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -24,6 +26,7 @@ from zsdistill.checkpoints import (
     list_step_dirs,
     write_progress,
 )
+from zsdistill.data import InputError
 from zsdistill.losses import distillation_loss
 from zsdistill.metrics import agreement_per_example
 from zsdistill.progress import make_progress
@@ -63,14 +66,22 @@ class EpochResult:
     agreement: float | None
 
 
-def split_validation(num_examples: int, validation_split: float, seed: int) -> tuple[list[int], list[int]]:
-    """Return shuffled training indices and sorted held-out indices, holding out `validation_split` of the texts.
+def split_validation(texts: list[str], validation_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """Return training and held-out example indices, both sorted, holding out `validation_split` of the texts.
 
-    Nothing is held out when the share rounds down to zero examples, and at least one example is always trained on.
+    The split is over distinct texts, so that every copy of a held-out text is held out too: a copy left in training
+    would make the agreement measure memory rather than generalization. Nothing is held out when the share rounds
+    down to zero distinct texts, and at least one distinct text is always trained on.
     """
-    num_validation = min(int(num_examples * validation_split), num_examples - 1)
-    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed)).tolist()
-    return sorted(order[num_validation:]), sorted(order[:num_validation])
+    first_position: dict[str, int] = {}
+    distinct_of_example = [first_position.setdefault(text, len(first_position)) for text in texts]
+    num_distinct = len(first_position)
+    num_validation = min(int(num_distinct * validation_split), num_distinct - 1)
+    order = torch.randperm(num_distinct, generator=torch.Generator().manual_seed(seed)).tolist()
+    held_out = set(order[:num_validation])
+    train_indices = [index for index, distinct in enumerate(distinct_of_example) if distinct not in held_out]
+    validation_indices = [index for index, distinct in enumerate(distinct_of_example) if distinct in held_out]
+    return train_indices, validation_indices
 
 
 class SoftLabelDataset(Dataset):
@@ -263,8 +274,14 @@ def _start_position(
         return TrainingProgress(optimizer_steps=0, epoch=1, batches_in_epoch=0, epoch_finished=False)
 
     # Restores the weights, the optimizer and scheduler, the accumulation step and every process's RNG states.
-    with _accelerate_logs_at_warning():
-        accelerator.load_state(resume.path)
+    try:
+        with _accelerate_logs_at_warning():
+            accelerator.load_state(resume.path)
+    except (OSError, RuntimeError, SafetensorError, pickle.UnpicklingError) as error:
+        raise InputError(
+            f"--resume_from_checkpoint {resume.path} cannot be loaded: {error}. Give another checkpoint, or start the "
+            f"run without --resume_from_checkpoint. The teacher's predictions are saved."
+        ) from None
     position = resume.progress
     logger.info(
         f"Resuming from {resume.path}: optimizer step {position.optimizer_steps} of {total_updates}, epoch "
