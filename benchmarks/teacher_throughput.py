@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dtypes", default="float32,bfloat16", help="weight dtypes to run; bfloat16 is skipped where not native"
     )
-    parser.add_argument("--batch_size", type=int, default=64, help="zsdistill's pairs per batch (default: 64)")
+    parser.add_argument("--batch_size", type=int, default=32, help="zsdistill's pairs per batch (default: 32)")
     parser.add_argument("--max_tokens", type=int, default=None, help="zsdistill's token budget per batch")
     parser.add_argument(
         "--pipeline_batch_sizes", default="8,16,32,64", help="pipeline batch sizes to try (default: 8,16,32,64)"
