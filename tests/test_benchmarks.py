@@ -67,6 +67,8 @@ def check_figures(figures: dict, num_examples: int, num_sequences: int):
     assert figures["padded_flops"] >= figures["model_flops"] > 0
     assert figures["model_flop_rate"] > 0
     assert figures["share_of_matmul_peak"] > 0
+    if figures["peak_increase_bytes"] is not None:
+        assert figures["memory_bytes"] > figures["peak_increase_bytes"]
 
 
 def check_pair_report(pair_report: dict, num_examples: int, num_classes: int):
