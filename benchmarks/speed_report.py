@@ -54,7 +54,8 @@ def render_markdown(report: dict) -> str:
         f"pairs, student {settings['student_batch_size']} texts; median of {settings['repeats']} repeats",
         f"- texts: {settings['texts']}; hypothesis template: `{settings['hypothesis_template']}`",
         f"- matmul peak: {format_flop_rate(matmul['flop_rate'])} ({matmul['dtype']}, {matmul['size']}×"
-        f"{matmul['size']}, best of {len(matmul['seconds'])})",
+        f"{matmul['size']}, the best of {len(matmul['seconds'])} multiplies, timed {len(matmul['all_flop_rates'])} "
+        "times in the run)",
     ]
     for pair in report["pairs"]:
         teacher, student = pair["teacher"], pair["student"]
