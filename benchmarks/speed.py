@@ -404,11 +404,11 @@ def _time_one_k(
     student_timings: dict[str, Timing] = {}
     for _ in range(settings.repeats):
         for method in METHODS:
-            for timings, run in (
+            for timings, call in (
                 (teacher_timings, partial(teacher_methods[method], texts, class_names)),
                 (student_timings, partial(student_methods[method], texts)),
             ):
-                timing = time_repeats(run, 1, device)
+                timing = time_repeats(call, 1, device)
                 if method in timings:
                     timings[method].extend(timing)
                 else:
