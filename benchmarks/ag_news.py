@@ -21,6 +21,8 @@ TRAIN_FILES = ("train_subset_5000.csv", "train_subset_8000_desc.csv")
 
 @dataclass
 class LabeledTexts:
+    """Texts with their 0-based labels."""
+
     texts: list[str]
     labels: list[int]
 
@@ -64,7 +66,7 @@ def _text_suffixes(text: str) -> list[str]:
 def read_unlabeled_train_texts(data_dir: Path, test_texts: list[str]) -> UnlabeledTrainTexts:
     """Read the texts of both train samples, drop their labels, and remove repeated articles and test texts.
 
-    The 8,000-row sample holds descriptions alone, so one of its texts repeats an article of the 5,000-row sample
+    The 8,000-row sample contains descriptions alone, so one of its texts repeats an article of the 5,000-row sample
     when it equals the end of that sample's title-and-description text. A train text that equals a test text, or
     the end of one, is removed as well, so that the student never trains on a text it is scored on.
     """

@@ -83,13 +83,13 @@ def reset_peak_memory(device: torch.device) -> str | None:
     """Start a new peak-memory window and return what the peak will measure, or None where it cannot be measured."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return "CUDA max allocated"
+        return "CUDA allocated memory"
     # Writing 5 to clear_refs resets the process's peak resident set size (VmHWM) on Linux 4.0 and later.
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return None
-    return "peak RSS of the process"
+    return "resident set size (RSS) of the process"
 
 
 def current_memory(device: torch.device) -> int | None:
@@ -120,18 +120,25 @@ def release_memory(device: torch.device) -> None:
 
 @dataclass
 class Timing:
+    """Wall times of repeated calls, and the largest rise in memory above its level before a call."""
+
     seconds: list[float]
     memory_kind: str | None
-    memory_at_start_bytes: int | None
-    peak_memory_bytes: int | None
+    peak_increase_bytes: int | None
 
     @property
     def median_seconds(self) -> float:
         return statistics.median(self.seconds)
 
+    def extend(self, other: "Timing") -> None:
+        """Add another timing's calls to this one."""
+        self.seconds += other.seconds
+        increases = [value for value in (self.peak_increase_bytes, other.peak_increase_bytes) if value is not None]
+        self.peak_increase_bytes = max(increases) if increases else None
+
 
 def time_repeats(run: Callable[[], object], repeats: int, device: torch.device) -> Timing:
-    """Call `run` `repeats` times and return each call's wall time and the peak memory over all of them."""
+    """Call `run` `repeats` times and return each call's wall time and the peak memory increase over all of them."""
     release_memory(device)
     memory_kind = reset_peak_memory(device)
     memory_at_start = current_memory(device)
@@ -142,12 +149,9 @@ def time_repeats(run: Callable[[], object], repeats: int, device: torch.device) 
         run()
         synchronize(device)
         seconds.append(time.perf_counter() - start)
-    return Timing(
-        seconds=seconds,
-        memory_kind=memory_kind,
-        memory_at_start_bytes=memory_at_start,
-        peak_memory_bytes=read_peak_memory(device),
-    )
+    peak = read_peak_memory(device)
+    increase = None if peak is None or memory_at_start is None else max(0, peak - memory_at_start)
+    return Timing(seconds=seconds, memory_kind=memory_kind, peak_increase_bytes=increase)
 
 
 def measure_matmul_rate(device: torch.device, dtype: torch.dtype, size: int, repeats: int = MATMUL_REPEATS) -> dict:

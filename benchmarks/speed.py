@@ -113,6 +113,7 @@ MIN_AUTO_EXAMPLES = 2
 MAX_AUTO_EXAMPLES = 2000
 # Square matrices of the matmul that measures the machine's peak FLOP rate.
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
+METHODS = ("loop", "pipeline")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -245,12 +246,12 @@ def choose_num_examples(seconds_per_pair: float, settings: Settings, available: 
     return max(1, min(available, MAX_AUTO_EXAMPLES, max(MIN_AUTO_EXAMPLES, fit)))
 
 
-def summarize(
-    timing: Timing, num_examples: int, model_info: dict, lengths: list[int], batch_size: int, matmul_rate: float
-) -> dict:
+def summarize(timing: Timing, num_examples: int, model_info: dict, lengths: list[int], batch_size: int) -> dict:
     """Turn a timing into the reported rates for N examples whose forward passes have the given token counts."""
     seconds = timing.median_seconds
     model_flops = forward_flops(model_info, lengths)
+    # The weights are resident before a run starts, so they are added to the rise in memory during it.
+    memory = None if timing.peak_increase_bytes is None else model_info["parameter_bytes"] + timing.peak_increase_bytes
     return {
         "seconds": timing.seconds,
         "median_seconds": seconds,
@@ -261,11 +262,18 @@ def summarize(
         "model_flops": model_flops,
         "padded_flops": forward_flops(model_info, padded_lengths(lengths, batch_size)),
         "model_flop_rate": model_flops / seconds,
-        "share_of_matmul_peak": model_flops / seconds / matmul_rate,
         "memory_kind": timing.memory_kind,
-        "memory_at_start_bytes": timing.memory_at_start_bytes,
-        "peak_memory_bytes": timing.peak_memory_bytes,
+        "peak_increase_bytes": timing.peak_increase_bytes,
+        "memory_bytes": memory,
     }
+
+
+def add_peak_shares(pair_reports: list[dict], peak_flop_rate: float) -> None:
+    """Add every measurement's share of the machine's peak FLOP rate, as nanoGPT reports MFU."""
+    for pair_report in pair_reports:
+        for row in pair_report["results"]:
+            for figures in (*row["teacher"].values(), *row["student"].values()):
+                figures["share_of_matmul_peak"] = figures["model_flop_rate"] / peak_flop_rate
 
 
 def pair_lengths(tokenizer, texts: list[str], hypotheses: list[str], max_length: int) -> list[int]:
@@ -344,125 +352,120 @@ def _student_methods(accelerator, student: LoadedModel, settings: Settings, max_
     return {"loop": loop, "pipeline": run_pipeline}
 
 
-def _time_teacher(
+def calibrate_num_examples(
+    accelerator: Accelerator, run_teacher: Callable, texts: list[str], settings: Settings, pair_name: str
+) -> int:
+    """Time one batch of teacher pairs and return the N that fits the time budget."""
+    # One full batch of pairs at the smallest K, once to warm up and once timed. A single batch keeps this short for
+    # a large teacher on a CPU, but a burst of other work on the machine can still skew the estimate.
+    class_names = class_names_for(settings.num_classes[0], settings.class_names)
+    calibration_texts = texts[: max(1, settings.teacher_batch_size // len(class_names))]
+    run_teacher(calibration_texts, class_names)
+    timing = time_repeats(partial(run_teacher, calibration_texts, class_names), 1, accelerator.device)
+    seconds_per_pair = timing.median_seconds / (len(calibration_texts) * len(class_names))
+    num_examples = choose_num_examples(seconds_per_pair, settings, len(texts))
+    logger.info(f"{pair_name}: teacher calibration {1 / seconds_per_pair:,.1f} pairs/s, so N = {num_examples}")
+    return num_examples
+
+
+def _time_one_k(
     accelerator: Accelerator,
     pair: ModelPair,
     teacher: LoadedModel,
-    info: dict,
+    teacher_methods: dict[str, Callable],
     texts: list[str],
+    num_classes: int,
     settings: Settings,
-    matmul_rate: float,
-) -> tuple[int, dict[int, dict]]:
-    """Time both teacher methods at every K and return the N used and the figures for each K and method."""
+) -> tuple[dict, dict[str, Timing], dict[str, Timing], list[int], list[int]]:
+    """Time teacher and student at one K, alternating their runs.
+
+    Return the student's description, both models' timings per method, and the token counts of the teacher's pairs
+    and of the student's texts.
+    """
     device = accelerator.device
-    max_length = max_input_length(teacher.tokenizer, teacher.model.config, settings.max_length)
+    class_names = class_names_for(num_classes, settings.class_names)
+    student = prepare_model(accelerator, pair.load_student(class_names))
+    student_max_length = max_input_length(student.tokenizer, student.model.config, settings.max_length)
+    student_methods = _student_methods(accelerator, student, settings, student_max_length)
+    teacher_max_length = max_input_length(teacher.tokenizer, teacher.model.config, settings.max_length)
+    hypotheses = build_hypotheses(settings.hypothesis_template, class_names)
+    teacher_lengths = pair_lengths(teacher.tokenizer, texts, hypotheses, teacher_max_length)
+    student_lengths = text_lengths(student.tokenizer, texts, student_max_length)
+
+    # One untimed batch per model and method keeps one-time costs, such as the BLAS library's choice of kernels for
+    # new shapes, out of the timings.
+    for method in METHODS:
+        teacher_methods[method](texts[: max(1, settings.teacher_batch_size // num_classes)], class_names)
+        student_methods[method](texts[: settings.student_batch_size])
+
+    # Teacher and student runs alternate, so that a burst of other work on a shared machine slows both alike
+    # rather than one of them, and their ratio stays meaningful.
+    teacher_timings: dict[str, Timing] = {}
+    student_timings: dict[str, Timing] = {}
+    for _ in range(settings.repeats):
+        for method in METHODS:
+            for timings, call in (
+                (teacher_timings, partial(teacher_methods[method], texts, class_names)),
+                (student_timings, partial(student_methods[method], texts)),
+            ):
+                timing = time_repeats(call, 1, device)
+                if method in timings:
+                    timings[method].extend(timing)
+                else:
+                    timings[method] = timing
+
+    student_info = describe_model(student.model)
+    del student, student_methods
+    accelerator.free_memory()
+    return student_info, teacher_timings, student_timings, teacher_lengths, student_lengths
+
+
+def benchmark_pair(accelerator: Accelerator, pair: ModelPair, texts: list[str], settings: Settings) -> dict:
+    """Time a pair's teacher and student at every K on the same N texts and return every figure and the speedups.
+
+    The student gets a new K-way head for each K. Memory figures are each model's weights plus the largest rise in
+    memory during one of its runs, so they stay apart although both models are loaded.
+    """
+    teacher = prepare_model(accelerator, pair.load_teacher())
+    teacher_info = describe_model(teacher.model)
+    teacher_max_length = max_input_length(teacher.tokenizer, teacher.model.config, settings.max_length)
     label_ids = find_nli_label_ids(teacher.model.config)
-    methods = _teacher_methods(accelerator, teacher, label_ids, settings, max_length)
+    teacher_methods = _teacher_methods(accelerator, teacher, label_ids, settings, teacher_max_length)
 
     num_examples = settings.num_examples
     if num_examples is None:
-        # One full batch of pairs at the smallest K, once to warm up and once timed. A single batch keeps this short
-        # for a large teacher on a CPU, but a burst of other work on the machine can still skew the estimate.
-        class_names = class_names_for(settings.num_classes[0], settings.class_names)
-        calibration_texts = texts[: max(1, settings.teacher_batch_size // len(class_names))]
-        methods["loop"](calibration_texts, class_names)
-        timing = time_repeats(partial(methods["loop"], calibration_texts, class_names), 1, device)
-        seconds_per_pair = timing.median_seconds / (len(calibration_texts) * len(class_names))
-        num_examples = choose_num_examples(seconds_per_pair, settings, len(texts))
-        logger.info(f"{pair.name}: teacher calibration {1 / seconds_per_pair:,.1f} pairs/s, so N = {num_examples}")
+        num_examples = calibrate_num_examples(accelerator, teacher_methods["loop"], texts, settings, pair.name)
     texts = texts[:num_examples]
-
-    results = {}
-    for num_classes in settings.num_classes:
-        class_names = class_names_for(num_classes, settings.class_names)
-        hypotheses = build_hypotheses(settings.hypothesis_template, class_names)
-        lengths = pair_lengths(teacher.tokenizer, texts, hypotheses, max_length)
-        # One untimed batch per method and K keeps one-time costs, such as the BLAS library's choice of kernels for
-        # new shapes, out of the timings.
-        warmup_texts = texts[: max(1, settings.teacher_batch_size // num_classes)]
-        results[num_classes] = {}
-        for method, run in methods.items():
-            run(warmup_texts, class_names)
-            timing = time_repeats(partial(run, texts, class_names), settings.repeats, device)
-            figures = summarize(timing, len(texts), info, lengths, settings.teacher_batch_size, matmul_rate)
-            results[num_classes][method] = figures
-            logger.info(
-                f"{pair.name}: teacher {method}, K={num_classes}: {figures['median_seconds']:.2f} s for "
-                f"{len(lengths):,} pairs, {figures['sequences_per_second']:,.1f} pairs/s"
-            )
-    return num_examples, results
-
-
-def _time_student(
-    accelerator: Accelerator,
-    pair: ModelPair,
-    student: LoadedModel,
-    info: dict,
-    texts: list[str],
-    settings: Settings,
-    matmul_rate: float,
-) -> dict[str, dict]:
-    """Time both student methods with one K-way head and return the figures for each method."""
-    max_length = max_input_length(student.tokenizer, student.model.config, settings.max_length)
-    lengths = text_lengths(student.tokenizer, texts, max_length)
-    methods = _student_methods(accelerator, student, settings, max_length)
-    num_classes = student.model.config.num_labels
-    results = {}
-    for method, run in methods.items():
-        run(texts[: settings.student_batch_size])
-        timing = time_repeats(partial(run, texts), settings.repeats, accelerator.device)
-        results[method] = summarize(timing, len(texts), info, lengths, settings.student_batch_size, matmul_rate)
-        logger.info(
-            f"{pair.name}: student {method}, K={num_classes}: {results[method]['median_seconds']:.3f} s for "
-            f"{len(texts):,} texts, {results[method]['examples_per_second']:,.1f} examples/s"
-        )
-    return results
-
-
-def benchmark_pair(
-    accelerator: Accelerator, pair: ModelPair, texts: list[str], settings: Settings, matmul_rate: float
-) -> dict:
-    """Time a pair's teacher and student at every K on the same N texts and return every figure and the speedups.
-
-    The teacher runs first and is freed before the student loads, so that each peak memory figure covers one model.
-    The student gets a new K-way head for each K.
-    """
-    # The pipelines and closures that hold a model live inside the helpers, so `del` here frees the model.
-    teacher = prepare_model(accelerator, pair.load_teacher())
-    teacher_info = describe_model(teacher.model)
-    num_examples, teacher_results = _time_teacher(
-        accelerator, pair, teacher, teacher_info, texts, settings, matmul_rate
-    )
-    del teacher
-    free(accelerator)
-
-    texts = texts[:num_examples]
-    student_info, student_results = None, {}
-    for num_classes in settings.num_classes:
-        student = prepare_model(accelerator, pair.load_student(class_names_for(num_classes, settings.class_names)))
-        student_info = describe_model(student.model)
-        student_results[num_classes] = _time_student(
-            accelerator, pair, student, student_info, texts, settings, matmul_rate
-        )
-        del student
-        free(accelerator)
 
     results = []
+    student_info = None
     for num_classes in settings.num_classes:
-        teacher_figures, student_figures = teacher_results[num_classes], student_results[num_classes]
-        speedup = {
-            method: teacher_figures[method]["median_seconds"] / student_figures[method]["median_seconds"]
-            for method in teacher_figures
-        }
-        results.append(
-            {
-                "num_classes": num_classes,
-                "num_pairs": num_examples * num_classes,
-                "teacher": teacher_figures,
-                "student": student_figures,
-                "speedup": speedup,
-            }
+        student_info, teacher_timings, student_timings, teacher_lengths, student_lengths = _time_one_k(
+            accelerator, pair, teacher, teacher_methods, texts, num_classes, settings
         )
+        row = {"num_classes": num_classes, "num_pairs": num_examples * num_classes}
+        row["teacher"] = {
+            method: summarize(timing, num_examples, teacher_info, teacher_lengths, settings.teacher_batch_size)
+            for method, timing in teacher_timings.items()
+        }
+        row["student"] = {
+            method: summarize(timing, num_examples, student_info, student_lengths, settings.student_batch_size)
+            for method, timing in student_timings.items()
+        }
+        row["speedup"] = {
+            method: row["teacher"][method]["median_seconds"] / row["student"][method]["median_seconds"]
+            for method in METHODS
+        }
+        for method in METHODS:
+            logger.info(
+                f"{pair.name}, K={num_classes}, {method}: teacher {row['teacher'][method]['median_seconds']:.2f} s, "
+                f"student {row['student'][method]['median_seconds']:.3f} s for {num_examples} texts, "
+                f"speedup {row['speedup'][method]:,.1f}×"
+            )
+        results.append(row)
+
+    del teacher, teacher_methods
+    free(accelerator)
     return {
         "name": pair.name,
         "weights": pair.weights,
@@ -654,11 +657,19 @@ def run(args: argparse.Namespace) -> dict:
 
     matmul_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.mixed_precision]
     matmul_size = args.matmul_size or MATMUL_SIZE.get(device.type, MATMUL_SIZE["cpu"])
-    matmul = measure_matmul_rate(device, matmul_dtype, matmul_size)
-    logger.info(f"Matmul peak: {format_flop_rate(matmul['flop_rate'])} in {matmul['dtype']} on {device}")
+    # The matmul is timed before each pair and at the end, and the best rate is the peak, because other work on a
+    # shared machine slows any single measurement.
+    matmuls = [measure_matmul_rate(device, matmul_dtype, matmul_size)]
 
     start = time.perf_counter()
-    pair_reports = [benchmark_pair(accelerator, pair, texts, settings, matmul["flop_rate"]) for pair in pairs]
+    pair_reports = []
+    for pair in pairs:
+        pair_reports.append(benchmark_pair(accelerator, pair, texts, settings))
+        matmuls.append(measure_matmul_rate(device, matmul_dtype, matmul_size))
+    matmul = max(matmuls, key=lambda measurement: measurement["flop_rate"])
+    matmul["all_flop_rates"] = [measurement["flop_rate"] for measurement in matmuls]
+    add_peak_shares(pair_reports, matmul["flop_rate"])
+    logger.info(f"Matmul peak: {format_flop_rate(matmul['flop_rate'])} in {matmul['dtype']} on {device}")
     return {
         "benchmark": "speed",
         "created": utc_timestamp(),

@@ -34,8 +34,8 @@ def _table_row(row: dict, method: str) -> str:
         f"{student['seconds_per_1000_examples']:,.2f}",
         f"{format_flop_rate(teacher['model_flop_rate'])} ({teacher['share_of_matmul_peak']:.0%})",
         f"{format_flop_rate(student['model_flop_rate'])} ({student['share_of_matmul_peak']:.0%})",
-        format_bytes(teacher["peak_memory_bytes"]),
-        format_bytes(student["peak_memory_bytes"]),
+        format_bytes(teacher["memory_bytes"]),
+        format_bytes(student["memory_bytes"]),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -54,7 +54,8 @@ def render_markdown(report: dict) -> str:
         f"pairs, student {settings['student_batch_size']} texts; median of {settings['repeats']} repeats",
         f"- texts: {settings['texts']}; hypothesis template: `{settings['hypothesis_template']}`",
         f"- matmul peak: {format_flop_rate(matmul['flop_rate'])} ({matmul['dtype']}, {matmul['size']}×"
-        f"{matmul['size']}, best of {len(matmul['seconds'])})",
+        f"{matmul['size']}, the best of {len(matmul['seconds'])} multiplies, timed {len(matmul['all_flop_rates'])} "
+        "times in the run)",
     ]
     for pair in report["pairs"]:
         teacher, student = pair["teacher"], pair["student"]
@@ -73,7 +74,7 @@ def render_markdown(report: dict) -> str:
                 "",
                 "| K | pairs | teacher examples/s | teacher pairs/s | student examples/s | student speedup "
                 "| teacher s per 1,000 examples | student s per 1,000 examples | teacher FLOP rate (share of peak) "
-                "| student FLOP rate (share of peak) | teacher peak memory | student peak memory |",
+                "| student FLOP rate (share of peak) | teacher memory | student memory |",
                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             ]
             lines += [_table_row(row, method) for row in pair["results"]]
@@ -83,7 +84,8 @@ def render_markdown(report: dict) -> str:
     lines += [
         "",
         "FLOP rates count model FLOPs on unpadded tokens (2 × non-embedding parameters × tokens, plus attention). "
-        f"Peak memory is the {memory_kind or 'unmeasured peak'} during a method's timed runs at that K.",
+        f"Memory is a model's weights plus the largest rise in the {memory_kind or 'unmeasured memory'} during one of "
+        "its runs at that K. Teacher and student runs alternate, so both models are loaded.",
         "",
     ]
     return "\n".join(lines)

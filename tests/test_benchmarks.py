@@ -1,4 +1,4 @@
-"""The speed benchmark's measurements and outputs, on tiny models built from configs."""
+"""The benchmarks: their measurements, AG News reading and outputs, on tiny models built from configs."""
 
 import json
 import math
@@ -57,7 +57,7 @@ def tiny_settings(**overrides) -> speed.Settings:
     return speed.Settings(**{**settings, **overrides})
 
 
-def check_figures(figures: dict, num_examples: int, num_sequences: int):
+def check_figures(figures: dict, num_examples: int, num_sequences: int, peak_flop_rate: float):
     assert len(figures["seconds"]) == 1
     assert figures["median_seconds"] > 0
     assert math.isclose(figures["examples_per_second"], num_examples / figures["median_seconds"])
@@ -66,17 +66,19 @@ def check_figures(figures: dict, num_examples: int, num_sequences: int):
     assert figures["tokens"] >= 3 * num_sequences
     assert figures["padded_flops"] >= figures["model_flops"] > 0
     assert figures["model_flop_rate"] > 0
-    assert figures["share_of_matmul_peak"] > 0
+    assert math.isclose(figures["share_of_matmul_peak"], figures["model_flop_rate"] / peak_flop_rate)
+    if figures["peak_increase_bytes"] is not None:
+        assert figures["memory_bytes"] > figures["peak_increase_bytes"]
 
 
-def check_pair_report(pair_report: dict, num_examples: int, num_classes: int):
+def check_pair_report(pair_report: dict, num_examples: int, num_classes: int, peak_flop_rate: float):
     assert pair_report["num_examples"] == num_examples
     (row,) = pair_report["results"]
     assert row["num_classes"] == num_classes
     assert row["num_pairs"] == num_examples * num_classes
     for method in ("loop", "pipeline"):
-        check_figures(row["teacher"][method], num_examples, num_examples * num_classes)
-        check_figures(row["student"][method], num_examples, num_examples)
+        check_figures(row["teacher"][method], num_examples, num_examples * num_classes, peak_flop_rate)
+        check_figures(row["student"][method], num_examples, num_examples, peak_flop_rate)
         expected = row["teacher"][method]["median_seconds"] / row["student"][method]["median_seconds"]
         assert math.isclose(row["speedup"][method], expected)
     assert pair_report["teacher"]["parameters"] > pair_report["teacher"]["non_embedding_parameters"] > 0
@@ -124,8 +126,9 @@ def test_benchmark_pair_from_configs():
         "tiny", TINY_ROBERTA, TINY_DISTILBERT, str(minilm.get_model_path()), ("roberta", "distilbert")
     )
     accelerator = Accelerator(cpu=True)
-    pair_report = speed.benchmark_pair(accelerator, pair, NEWS_TEXTS, tiny_settings(), matmul_rate=1e11)
-    check_pair_report(pair_report, num_examples=4, num_classes=2)
+    pair_report = speed.benchmark_pair(accelerator, pair, NEWS_TEXTS, tiny_settings())
+    speed.add_peak_shares([pair_report], 1e11)
+    check_pair_report(pair_report, num_examples=4, num_classes=2, peak_flop_rate=1e11)
     assert pair_report["weights"] == "random, built from configs"
     assert pair_report["teacher"]["model_type"] == "roberta"
     assert pair_report["student"]["model_type"] == "distilbert"
@@ -134,10 +137,11 @@ def test_benchmark_pair_from_configs():
 def test_benchmark_pair_calibrates_num_examples(bert_teacher, student):
     pair = speed.pretrained_pair("tiny", str(bert_teacher), str(student))
     settings = tiny_settings(num_examples=None, time_budget_s=0.5)
-    pair_report = speed.benchmark_pair(Accelerator(cpu=True), pair, NEWS_TEXTS, settings, matmul_rate=1e11)
+    pair_report = speed.benchmark_pair(Accelerator(cpu=True), pair, NEWS_TEXTS, settings)
+    speed.add_peak_shares([pair_report], 1e11)
     assert pair_report["num_examples_source"] == "calibrated to --time_budget_s"
     assert speed.MIN_AUTO_EXAMPLES <= pair_report["num_examples"] <= len(NEWS_TEXTS)
-    check_pair_report(pair_report, num_examples=pair_report["num_examples"], num_classes=2)
+    check_pair_report(pair_report, num_examples=pair_report["num_examples"], num_classes=2, peak_flop_rate=1e11)
 
 
 def test_speed_main_writes_outputs(tmp_path):
@@ -161,7 +165,10 @@ def test_speed_main_writes_outputs(tmp_path):
     (pair_report,) = report["pairs"]
     assert pair_report["name"] == "offline"
     assert pair_report["teacher"]["name"] == "teacher"
-    check_pair_report(pair_report, num_examples=4, num_classes=3)
+    check_pair_report(pair_report, num_examples=4, num_classes=3, peak_flop_rate=report["matmul"]["flop_rate"])
+    # One matmul before the pair and one after it; the best of them is the peak.
+    assert report["matmul"]["flop_rate"] == max(report["matmul"]["all_flop_rates"])
+    assert len(report["matmul"]["all_flop_rates"]) == 2
 
     markdown = (output_dir / "smoke.md").read_text()
     assert "## offline: teacher → student" in markdown
