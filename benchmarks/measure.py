@@ -53,7 +53,8 @@ def forward_flops(model_info: dict, sequence_lengths: list[int]) -> int:
 def padded_lengths(sequence_lengths: list[int], batch_size: int) -> list[int]:
     """Return each sequence's length after padding to the longest in its batch of consecutive sequences.
 
-    Both the pipelines and zsdistill's loops batch sequences in input order, so this is what they compute.
+    The pipelines and the student's loop batch sequences in input order, so this is what they compute.
+    NOTE: zsdistill's teacher pass sorts pairs by length and pads far less, so for it this overstates the padding.
     """
     padded = []
     for start in range(0, len(sequence_lengths), batch_size):

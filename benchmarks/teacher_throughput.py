@@ -56,7 +56,7 @@ class Measurement:
     seconds: float
     pairs_per_second: float
     padding_share: float
-    peak_memory_mib: float | None
+    peak_memory_increase_mib: float | None
     flop_rate: float
     share_of_peak: float
 
@@ -92,10 +92,10 @@ def run_zsdistill(
 
 
 def time_median(run, repeats: int, device: torch.device) -> tuple[float, object, int | None]:
-    """Run `run` `repeats` times; return the median seconds, the last result and the peak memory of the runs."""
+    """Run `run` `repeats` times; return the median seconds, the last result and the peak rise in memory."""
     results = []
     timing = time_repeats(lambda: results.append(run()), repeats, device)
-    return timing.median_seconds, results[-1], timing.peak_memory_bytes
+    return timing.median_seconds, results[-1], timing.peak_increase_bytes
 
 
 def tune_pipeline_batch_size(model, tokenizer, texts, class_names, template, device, candidates) -> int:
@@ -218,7 +218,7 @@ def make_measurement(implementation, dtype, batch_size, seconds, num_pairs, padd
         seconds=seconds,
         pairs_per_second=num_pairs / seconds,
         padding_share=padding,
-        peak_memory_mib=None if peak is None else peak / 2**20,
+        peak_memory_increase_mib=None if peak is None else peak / 2**20,
         flop_rate=flops / seconds,
         share_of_peak=flops / seconds / peak_rate,
     )
@@ -226,10 +226,10 @@ def make_measurement(implementation, dtype, batch_size, seconds, num_pairs, padd
 
 def print_results(measurements: list[Measurement], checks: list[dict], ratio: float) -> None:
     table = Table(title="Teacher pass throughput")
-    for column in ("run", "batch", "time (s)", "pairs/s", "padding", "peak memory", "GFLOP/s", "share of peak"):
+    for column in ("run", "batch", "time (s)", "pairs/s", "padding", "memory rise", "GFLOP/s", "share of peak"):
         table.add_column(column, justify="right")
     for m in measurements:
-        memory = "n/a" if m.peak_memory_mib is None else f"{m.peak_memory_mib:,.0f} MiB"
+        memory = "n/a" if m.peak_memory_increase_mib is None else f"{m.peak_memory_increase_mib:,.0f} MiB"
         table.add_row(
             f"{m.implementation} {m.dtype}",
             str(m.batch_size),
