@@ -167,7 +167,7 @@ def find_checkpoint(value: str, output_dir: str | Path) -> Checkpoint:
     return read_checkpoint(path)
 
 
-# What `Accelerator.save_state` writes for one model, optimizer and scheduler, besides one RNG file per process.
+# The files `Accelerator.save_state` writes for one model, optimizer and scheduler, besides one RNG file per process.
 STATE_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
 
 

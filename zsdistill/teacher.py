@@ -328,8 +328,8 @@ def score_pairs(
 ) -> TeacherLogits:
     """Run every (text, hypothesis) pair through the teacher and return its logits in input order.
 
-    The pairs are scored in memory in one go; the teacher pass of a run goes through `zsdistill.teacher_pass`,
-    which splits a data file into chunks saved as they finish.
+    The pairs are scored in memory in one go. The teacher pass of a run goes through `zsdistill.teacher_pass`
+    instead, which splits a data file into chunks saved as they finish.
     """
     scorer = PairScorer(accelerator, model, tokenizer, hypotheses, label_ids, batch_size, max_length, max_tokens)
     num_pairs = len(texts) * len(hypotheses)

@@ -375,8 +375,8 @@ def train_student(
 
             loss_sum = torch.zeros((), device=accelerator.device)
             loss_count = torch.zeros((), device=accelerator.device)
-            # The losses are gathered from every process at each batch, so every process holds the sums of all of
-            # them, and the sums saved at a checkpoint are added back on every process.
+            # The losses are gathered from every process at each batch, so every process has the sums over all of
+            # them. The sums saved at a checkpoint are therefore added back on every process.
             if resumed_epoch:
                 loss_sum += start.epoch_loss_sum
                 loss_count += start.epoch_loss_count
