@@ -12,8 +12,9 @@ import torch
 from conftest import CLASS_NAMES, NEWS_TEXTS, write_lines
 
 from zsdistill.cli import main
+from zsdistill.data import find_distinct_texts
 from zsdistill.predictions import TeacherCache, load_teacher_predictions
-from zsdistill.teacher_pass import chunk_bounds, find_distinct_texts
+from zsdistill.teacher_pass import chunk_bounds
 
 TEMPLATE = "This text is about {}."
 
@@ -53,7 +54,7 @@ def many_texts(count: int) -> list[str]:
 def test_find_distinct_texts_maps_duplicates():
     distinct = find_distinct_texts(["a", "b", "a", "c", "b"])
     assert distinct.texts == ["a", "b", "c"]
-    assert distinct.index_of_example.tolist() == [0, 1, 0, 2, 1]
+    assert distinct.index_of_example == [0, 1, 0, 2, 1]
 
 
 def test_chunk_bounds_cover_texts():

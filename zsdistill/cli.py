@@ -14,6 +14,7 @@ DEFAULT_TEACHER = "roberta-large-mnli"
 DEFAULT_STUDENT = "distilbert-base-uncased"
 DEFAULT_TEMPLATE = "This example is {}."
 MIN_TEMPERATURE = 1e-6
+TEACHER_DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
 def _parse_number(text: str, kind: type) -> int | float:
@@ -222,7 +223,7 @@ def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--teacher_dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
+        choices=TEACHER_DTYPES,
         default="auto",
         help="dtype of the teacher's weights; auto is bfloat16 on GPUs and CPUs that support it, else float32 "
         "(default: auto)",
@@ -496,7 +497,7 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     )
     teacher.add_argument(
         "--teacher_dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
+        choices=TEACHER_DTYPES,
         default=None,
         help="dtype of the teacher's weights; auto is bfloat16 on GPUs and CPUs that support it, else float32 "
         "(default: auto)",

@@ -24,6 +24,20 @@ class InputError(ValueError):
 
 
 @dataclass
+class DistinctTexts:
+    """The distinct texts of a list in order of first appearance, and the index of each example's distinct text."""
+
+    texts: list[str]
+    index_of_example: list[int]
+
+
+def find_distinct_texts(texts: list[str]) -> DistinctTexts:
+    first_position: dict[str, int] = {}
+    index_of_example = [first_position.setdefault(text, len(first_position)) for text in texts]
+    return DistinctTexts(texts=list(first_position), index_of_example=index_of_example)
+
+
+@dataclass
 class TextFile:
     """The non-empty texts of a data file in file order, with their row numbers and, if read, their labels.
 
@@ -514,7 +528,7 @@ def create_output_dir(path: str | Path) -> None:
 
 
 def check_output_file(path: str | Path, option: str, input_paths: tuple[str | Path, ...] = ()) -> None:
-    """Raise InputError unless `path` can be written as a file and is none of `input_paths`. Nothing is written.
+    """Raise InputError unless `path` can be written as a file and is not one of `input_paths`. Nothing is written.
 
     An existing file at `path` passes the check, because the commands that write it replace it.
     """

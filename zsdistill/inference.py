@@ -161,7 +161,7 @@ def classify_texts(
     logits, exactly one row per text.
     """
     input_features = tokenize_texts(tokenizer, texts, max_length)
-    # Longest texts first: a batch then pads to little, and a batch too large for memory fails at the start.
+    # Longest texts first, so that a batch pads to few tokens and a batch too large for memory fails at the start.
     order = sorted(range(len(texts)), key=lambda index: -len(input_features[index]["input_ids"]))
     loader = DataLoader(
         _IndexedTexts(input_features, order), batch_size=batch_size, collate_fn=_IndexedCollator(tokenizer)

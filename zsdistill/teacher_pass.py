@@ -17,7 +17,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from zsdistill.data import InputError
+from zsdistill.data import InputError, find_distinct_texts
 from zsdistill.predictions import (
     TeacherCache,
     TeacherRecord,
@@ -29,20 +29,6 @@ from zsdistill.progress import make_progress
 from zsdistill.teacher import NLILabelIds, PairScorer, TeacherLogits, logits_to_teacher_logits
 
 logger = get_logger(__name__)
-
-
-@dataclass
-class DistinctTexts:
-    """The distinct texts of a data file in order of first appearance, and the distinct text of every example."""
-
-    texts: list[str]
-    index_of_example: torch.Tensor
-
-
-def find_distinct_texts(texts: list[str]) -> DistinctTexts:
-    first_position: dict[str, int] = {}
-    index_of_example = [first_position.setdefault(text, len(first_position)) for text in texts]
-    return DistinctTexts(texts=list(first_position), index_of_example=torch.tensor(index_of_example))
 
 
 @dataclass
@@ -197,7 +183,7 @@ def run_teacher_pass(
 
     def assemble() -> TeacherLogits:
         distinct_logits = torch.cat([cache.read_chunk(index) for index in range(len(bounds))])
-        logits = logits_to_teacher_logits(distinct_logits[distinct.index_of_example])
+        logits = logits_to_teacher_logits(distinct_logits[torch.tensor(distinct.index_of_example)])
         save_teacher_predictions(cache.predictions_path, logits, record)
         cache.remove_chunks()
         return logits

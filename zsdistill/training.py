@@ -26,7 +26,7 @@ from zsdistill.checkpoints import (
     list_step_dirs,
     write_progress,
 )
-from zsdistill.data import InputError
+from zsdistill.data import InputError, find_distinct_texts
 from zsdistill.losses import distillation_loss
 from zsdistill.metrics import agreement_per_example
 from zsdistill.progress import make_progress
@@ -73,9 +73,9 @@ def split_validation(texts: list[str], validation_split: float, seed: int) -> tu
     would make the agreement measure memory rather than generalization. Nothing is held out when the share rounds
     down to zero distinct texts, and at least one distinct text is always trained on.
     """
-    first_position: dict[str, int] = {}
-    distinct_of_example = [first_position.setdefault(text, len(first_position)) for text in texts]
-    num_distinct = len(first_position)
+    distinct = find_distinct_texts(texts)
+    distinct_of_example = distinct.index_of_example
+    num_distinct = len(distinct.texts)
     num_validation = min(int(num_distinct * validation_split), num_distinct - 1)
     order = torch.randperm(num_distinct, generator=torch.Generator().manual_seed(seed)).tolist()
     held_out = set(order[:num_validation])

@@ -5,9 +5,9 @@ class index per example and also returns the confusion matrix. The "multilabel" 
 1 per class for each example and returns micro- and macro-averaged figures.
 
 Precision, recall or F1 whose denominator is zero is reported as 0.0. Macro-F1 is the unweighted mean of the
-per-class F1, taken as scikit-learn's `f1_score(average="macro")` takes it when given no `labels`: over the classes
-that occur among the references or the predictions for single-label input, and over all K classes for multi-label
-input.
+per-class F1, as scikit-learn's `f1_score(average="macro")` computes it when given no `labels`. For single-label
+input the mean is over the classes that occur among the references or the predictions. For multi-label input it is
+over all K classes.
 """
 
 import datasets
