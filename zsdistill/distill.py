@@ -30,6 +30,7 @@ from zsdistill.checkpoints import (
     setup_from_inputs,
     sha256_of_tensor,
 )
+from zsdistill.cli import COMPILE_MIN_PAIRS
 from zsdistill.data import (
     InputError,
     TextFile,
@@ -238,6 +239,7 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
             ("processes", str(accelerator.num_processes)),
             ("device", str(accelerator.device)),
             ("teacher dtype", f"{record.teacher_dtype} ({args.teacher_dtype})"),
+            ("compile", _compile_text(args.teacher_compile)),
             ("mixed precision", accelerator.mixed_precision),
         ],
     )
@@ -254,6 +256,7 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         args.teacher_batch_size,
         args.teacher_max_tokens,
         recompute=args.recompute_teacher,
+        compile_choice=args.teacher_compile,
     )
     if result.pairs_scored:
         padding = "" if result.padding_share is None else f", {result.padding_share:.1%} of tokens were padding"
@@ -264,6 +267,12 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         )
     accelerator.wait_for_everyone()
     return result
+
+
+def _compile_text(choice: str) -> str:
+    if choice == "auto":
+        return f"auto (torch.compile when {COMPILE_MIN_PAIRS:,} or more pairs are left to score)"
+    return choice
 
 
 def evaluate_teacher_on_eval_file(args: argparse.Namespace, accelerator: Accelerator, setup: RunSetup) -> dict | None:

@@ -1,21 +1,29 @@
 """The NLI teacher: find its entailment and contradiction logits, and score every (text, hypothesis) pair."""
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, is_compiled_module
 from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from zsdistill.cli import COMPILE_MIN_PAIRS
 from zsdistill.data import InputError
+from zsdistill.pair_tokenization import tokenize_pairs
 from zsdistill.progress import make_progress
 
 logger = get_logger(__name__)
 
 _CONTRADICTION_NAMES = ("contradiction", "not_entailment", "non_entailment", "not entailment", "non-entailment")
+
+# Padded lengths are rounded up to a multiple of this, which leaves fewer distinct batch shapes, so the kernels that
+# oneDNN and cuBLAS choose per shape are reused more often, at the cost of a few padding tokens. (A multiple of 16
+# makes PyTorch's CPU attention kernel faster, but the extra padding costs the matrix products as much.)
+PAD_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,13 @@ def find_nli_label_ids(
     return NLILabelIds(entailment=entailment_id, contradiction=contradiction_id)
 
 
+def should_compile_teacher(choice: str, pairs_to_score: int) -> bool:
+    """Resolve --teacher_compile: `yes` and `no` as given, `auto` when there are COMPILE_MIN_PAIRS pairs or more."""
+    if choice == "auto":
+        return pairs_to_score >= COMPILE_MIN_PAIRS
+    return choice == "yes"
+
+
 def build_hypotheses(hypothesis_template: str, class_names: list[str]) -> list[str]:
     """Fill the template with each class name, as transformers' zero-shot pipeline does."""
     return [hypothesis_template.format(name) for name in class_names]
@@ -99,24 +114,6 @@ def check_hypotheses_fit(
 
 def _shorten(text: str, max_chars: int = 80) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
-
-
-def tokenize_pairs(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], hypotheses: list[str], max_length: int
-) -> dict[str, list[list[int]]]:
-    """Tokenize every (text, hypothesis) pair in one call to the fast tokenizer, without padding.
-
-    Pair `i` is text `i // K` with hypothesis `i % K`. Only the text (the premise) is truncated, as in transformers'
-    zero-shot pipeline, so that every hypothesis stays whole.
-    """
-    num_classes = len(hypotheses)
-    encodings = tokenizer(
-        [text for text in texts for _ in range(num_classes)],
-        hypotheses * len(texts),
-        truncation="only_first",
-        max_length=max_length,
-    )
-    return {name: encodings[name] for name in tokenizer.model_input_names if name in encodings}
 
 
 def plan_batches(
@@ -147,16 +144,22 @@ def plan_batches(
     return [batches[start : start + num_processes] for start in range(0, len(batches), num_processes)]
 
 
+def padded_length(length: int) -> int:
+    """Return `length` rounded up to a multiple of PAD_MULTIPLE."""
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 def _pad(sequences: list[list[int]], pad_value: int, padding_side: str) -> torch.Tensor:
-    # Rounding the padded length up to a multiple of 8 leaves fewer distinct batch shapes, so the kernels that
-    # oneDNN and cuBLAS choose per shape are reused more often, at the cost of a few padding tokens.
-    longest = max(len(sequence) for sequence in sequences)
-    padded = torch.full((len(sequences), -(-longest // 8) * 8), pad_value, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        if padding_side == "left":
-            padded[row, padded.shape[1] - len(sequence) :] = torch.tensor(sequence)
-        else:
-            padded[row, : len(sequence)] = torch.tensor(sequence)
+    lengths = torch.tensor([len(sequence) for sequence in sequences])
+    width = padded_length(int(lengths.max()))
+    positions = torch.arange(width)
+    if padding_side == "left":
+        filled = positions >= width - lengths[:, None]
+    else:
+        filled = positions < lengths[:, None]
+    padded = torch.full((len(sequences), width), pad_value, dtype=torch.long)
+    # A boolean mask assigns in row-major order, which is the order of the concatenated sequences.
+    padded[filled] = torch.tensor(list(itertools.chain.from_iterable(sequences)), dtype=torch.long)
     return padded
 
 
@@ -177,6 +180,7 @@ class PairScorer:
         batch_size: int,
         max_length: int,
         max_tokens: int | None = None,
+        compile_teacher: bool = False,
     ):
         self.accelerator = accelerator
         self.tokenizer = tokenizer
@@ -204,6 +208,21 @@ class PairScorer:
             # mixed-precision autocast, but not wrapped in DistributedDataParallel. A plain prepare() on MULTI_CPU
             # wraps even a model without trainable parameters in DDP (Accelerate 1.16), and DDP raises for it.
             self.model = accelerator.prepare_model(model, evaluation_mode=True)
+
+        # The compiled teacher, or None. A model that Accelerate's dynamo settings compiled is left as it is, and
+        # so is a teacher sharded by FSDP, whose forward gathers its weights.
+        self.compiled_model = None
+        sharded = accelerator.distributed_type == DistributedType.FSDP
+        if compile_teacher and not sharded and not is_compiled_module(self.model):
+            # One graph with dynamic shapes serves every batch, so no batch waits for a recompile. Freezing turns the
+            # frozen weights into constants: on CPUs, inductor then prepacks them for oneDNN and fuses the bias and
+            # the activation into each matrix product.
+            from torch._inductor import config as inductor_config
+
+            self.compiled_model = torch.compile(self.model, dynamic=True)
+            # Inductor reads the setting when it compiles, at the first call. Passed through torch.compile's
+            # `options`, it is not applied (PyTorch 2.13), so every compiled call runs under a patched config.
+            self._compile_config = inductor_config.patch(freezing=True)
 
         self.pairs_scored = 0
         self.padded_tokens = 0
@@ -298,10 +317,14 @@ class PairScorer:
         for step in steps:
             for batch in step:
                 self.real_tokens += sum(lengths[index] for index in batch)
-                self.padded_tokens += len(batch) * -(-lengths[batch[0]] // 8) * 8
+                self.padded_tokens += len(batch) * padded_length(lengths[batch[0]])
         return logits_out
 
     def _forward(self, encodings: dict[str, list[list[int]]], indices: list[int]) -> torch.Tensor:
+        num_real = len(indices)
+        if self.compiled_model is not None and num_real == 1:
+            # A batch of one would make torch.compile specialize on it and compile again, so the pair goes twice.
+            indices = indices * 2
         padding_side = self.tokenizer.padding_side
         batch = {
             name: _pad([values[index] for index in indices], self.pad_values.get(name, 0), padding_side).to(
@@ -310,8 +333,26 @@ class PairScorer:
             for name, values in encodings.items()
         }
         with torch.inference_mode():
+            if self.compiled_model is not None:
+                try:
+                    with self._compile_config:
+                        logits = self.compiled_model(**batch).logits
+                except Exception as error:
+                    if should_reduce_batch_size(error):
+                        raise
+                    # torch.compile needs a working C++ compiler on CPUs and Triton on GPUs. Without them, the
+                    # teacher runs uncompiled.
+                    summary = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                    logger.warning(
+                        f"torch.compile failed on the teacher ({type(error).__name__}: {_shorten(summary, 200)}); "
+                        f"scoring without it. Pass --teacher_compile no to skip the attempt."
+                    )
+                    self.compiled_model = None
+                    logits = self.model(**batch).logits
+            else:
+                logits = self.model(**batch).logits
             # The softmax that turns these logits into soft labels runs in float32, whatever the teacher's dtype.
-            return self.model(**batch).logits[:, self.columns].float()
+            return logits[:num_real, self.columns].float()
 
 
 def score_pairs(

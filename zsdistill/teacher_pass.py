@@ -26,7 +26,13 @@ from zsdistill.predictions import (
     save_teacher_predictions,
 )
 from zsdistill.progress import make_progress
-from zsdistill.teacher import NLILabelIds, PairScorer, TeacherLogits, logits_to_teacher_logits
+from zsdistill.teacher import (
+    NLILabelIds,
+    PairScorer,
+    TeacherLogits,
+    logits_to_teacher_logits,
+    should_compile_teacher,
+)
 
 logger = get_logger(__name__)
 
@@ -120,6 +126,7 @@ def run_teacher_pass(
     batch_size: int,
     max_tokens: int | None,
     recompute: bool = False,
+    compile_choice: str = "no",
 ) -> TeacherPassResult:
     """Return the teacher's logits for every (text, hypothesis) pair, reusing and extending the saved chunks.
 
@@ -160,8 +167,23 @@ def run_teacher_pass(
             f"{cache.chunks_dir}; scoring the other {len(to_score)}"
         )
 
+    pairs_to_score = sum((bounds[index][1] - bounds[index][0]) * num_classes for index in to_score)
+    compile_teacher = should_compile_teacher(compile_choice, pairs_to_score)
+    if compile_teacher:
+        logger.info(
+            f"Compiling the teacher with torch.compile for {pairs_to_score:,} pairs (--teacher_compile "
+            f"{compile_choice}): the first batch waits for the compiler"
+        )
     scorer = PairScorer(
-        accelerator, load_model(), tokenizer, hypotheses, label_ids, batch_size, record.max_length, max_tokens
+        accelerator,
+        load_model(),
+        tokenizer,
+        hypotheses,
+        label_ids,
+        batch_size,
+        record.max_length,
+        max_tokens,
+        compile_teacher=compile_teacher,
     )
     start_time = time.perf_counter()
     with make_progress(accelerator, unit="pairs") as progress:

@@ -1,0 +1,77 @@
+"""torch.compile on the teacher: the same scores as without it, and a fallback when compiling fails."""
+
+import logging
+
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import CLASS_NAMES, NEWS_TEXTS
+
+from zsdistill.cli import COMPILE_MIN_PAIRS
+from zsdistill.models import load_config_and_tokenizer, load_teacher
+from zsdistill.teacher import PairScorer, build_hypotheses, find_nli_label_ids, should_compile_teacher
+
+TEMPLATE = "This text is about {}."
+
+
+def make_scorer(teacher_dir, compile_teacher, class_names=CLASS_NAMES, batch_size=3):
+    config, tokenizer = load_config_and_tokenizer(str(teacher_dir), "teacher")
+    model = load_teacher(str(teacher_dir))
+    hypotheses = build_hypotheses(TEMPLATE, class_names)
+    return PairScorer(
+        Accelerator(cpu=True),
+        model,
+        tokenizer,
+        hypotheses,
+        find_nli_label_ids(config),
+        batch_size,
+        64,
+        compile_teacher=compile_teacher,
+    )
+
+
+@pytest.mark.parametrize(
+    ("choice", "pairs", "expected"),
+    [
+        ("auto", COMPILE_MIN_PAIRS - 1, False),
+        ("auto", COMPILE_MIN_PAIRS, True),
+        ("yes", 1, True),
+        ("no", 10 * COMPILE_MIN_PAIRS, False),
+    ],
+)
+def test_compile_choice(choice, pairs, expected):
+    assert should_compile_teacher(choice, pairs) is expected
+
+
+def test_compiled_teacher_matches_uncompiled(bert_teacher):
+    eager = make_scorer(bert_teacher, compile_teacher=False)
+    compiled = make_scorer(bert_teacher, compile_teacher=True)
+    assert compiled.compiled_model is not None
+
+    # Batches of several lengths and sizes run through the one compiled graph, including a batch of one pair: the
+    # first text's 4 pairs go in batches of 3 and 1.
+    torch.testing.assert_close(compiled.score(NEWS_TEXTS), eager.score(NEWS_TEXTS), atol=1e-4, rtol=0)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    for texts in (NEWS_TEXTS[:1], NEWS_TEXTS[2:6]):
+        torch.testing.assert_close(compiled.score(texts), eager.score(texts), atol=1e-4, rtol=0)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert compiled.compiled_model is not None
+
+
+def test_failed_compile_scores_without_it(bert_teacher, monkeypatch, caplog):
+    def failing_compile(model, **kwargs):
+        def run(**batch):
+            raise RuntimeError("no C++ compiler found\nsecond line")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    scorer = make_scorer(bert_teacher, compile_teacher=True)
+    with caplog.at_level(logging.WARNING):
+        logits = scorer.score(NEWS_TEXTS)
+
+    assert scorer.compiled_model is None
+    torch.testing.assert_close(logits, make_scorer(bert_teacher, compile_teacher=False).score(NEWS_TEXTS))
+    assert "torch.compile failed on the teacher (RuntimeError: no C++ compiler found)" in caplog.text
+    assert "second line" not in caplog.text
