@@ -2,9 +2,10 @@
 
 Both run in this one process, in float32 and, where the device supports it natively, in bfloat16 weights. The
 pipeline gets its best batch size from a short trial; zsdistill runs its own loop (pairs sorted by length, inputs
-tokenized in bulk). For each run the script prints pairs per second, the share of padding tokens, peak memory and
-the achieved FLOP rate as a share of the matrix-multiply rate measured in the same run. It then checks that both
-produce the same scores.
+tokenized in bulk), as it is and compiled with torch.compile (`--teacher_compile yes`). For each run the script
+prints pairs per second, the share of padding tokens, peak memory and the achieved FLOP rate as a share of the
+matrix-multiply rate measured in the same run, and for compiled runs the time the first call took. It then checks
+that every run produces the pipeline's scores.
 
     python benchmarks/teacher_throughput.py                      # offline MiniLM NLI teacher, 400 AG News texts
     python benchmarks/teacher_throughput.py --device cuda --teacher roberta-large-mnli --num_texts 4000
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from zsdistill.models import resolve_teacher_dtype
+from zsdistill.models import max_input_length, resolve_teacher_dtype
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
     PairScorer,
@@ -43,7 +44,7 @@ DEFAULT_TEMPLATE = "This text is about {}."
 # Tolerances on the soft labels of the two runs: bfloat16 rounds each logit to about 3 significant digits.
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2}
 
-console = Console(stderr=True, width=140)
+console = Console(stderr=True, width=160)
 
 
 @dataclass
@@ -52,13 +53,18 @@ class Measurement:
 
     implementation: str
     dtype: str
+    compiled: bool
     batch_size: int
+    # The warm-up call on a few texts, which includes compiling when the run is compiled.
+    first_call_seconds: float | None
     seconds: float
     pairs_per_second: float
     padding_share: float
     peak_memory_increase_mib: float | None
     flop_rate: float
     share_of_peak: float
+    # The largest difference from the float32 pipeline's scores, for runs in another dtype: its rounding error.
+    max_abs_difference_from_float32: float | None = None
 
 
 def pipeline_padding_share(tokenizer, texts, hypotheses, max_length, batch_size) -> tuple[float, list[int]]:
@@ -81,14 +87,24 @@ def run_pipeline(model, tokenizer, texts, class_names, template, batch_size, dev
     return torch.tensor(rows)
 
 
-def run_zsdistill(
-    accelerator, model, tokenizer, texts, hypotheses, batch_size, max_tokens
-) -> tuple[torch.Tensor, float]:
+def zsdistill_scorer(accelerator, model, tokenizer, hypotheses, max_length, batch_size, max_tokens, compile_teacher):
     label_ids = find_nli_label_ids(model.config)
-    scorer = PairScorer(accelerator, model, tokenizer, hypotheses, label_ids, batch_size, 512, max_tokens)
+    return PairScorer(
+        accelerator,
+        model,
+        tokenizer,
+        hypotheses,
+        label_ids,
+        batch_size,
+        max_length,
+        max_tokens,
+        compile_teacher=compile_teacher,
+    )
+
+
+def run_zsdistill(scorer: PairScorer, texts: list[str]) -> torch.Tensor:
     logits = scorer.score(texts)
-    soft_labels = soft_labels_from_logits(logits_to_teacher_logits(logits), multi_label=False)
-    return soft_labels, 1 - scorer.real_tokens / scorer.padded_tokens
+    return soft_labels_from_logits(logits_to_teacher_logits(logits), multi_label=False)
 
 
 def time_median(run, repeats: int, device: torch.device) -> tuple[float, object, int | None]:
@@ -127,9 +143,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=32, help="zsdistill's pairs per batch (default: 32)")
     parser.add_argument("--max_tokens", type=int, default=None, help="zsdistill's token budget per batch")
     parser.add_argument(
+        "--compile",
+        choices=["no", "yes", "both"],
+        default="both",
+        help="run zsdistill as it is, compiled with torch.compile, or both (default: both)",
+    )
+    parser.add_argument(
         "--pipeline_batch_sizes", default="8,16,32,64", help="pipeline batch sizes to try (default: 8,16,32,64)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each, the median reported (default: 3)")
+    parser.add_argument(
+        "--profile", action="store_true", help="after each zsdistill run, print torch.profiler's table of one more run"
+    )
     parser.add_argument(
         "--output_json",
         default=str(REPOSITORY / "benchmarks" / "results" / "teacher_throughput.json"),
@@ -142,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     class_names = args.class_names.split(",")
-    hypotheses = build_hypotheses(args.hypothesis_template, class_names)
     texts = read_test_split(Path(args.data_dir)).texts[: args.num_texts]
     num_pairs = len(texts) * len(class_names)
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
@@ -155,54 +179,27 @@ def main(argv: list[str] | None = None) -> int:
         f"dtypes {', '.join(dtypes)}, {torch.get_num_threads()} threads"
     )
     measurements, checks = [], []
+    # The float32 pipeline's scores, which the bfloat16 runs are also compared with to show their rounding error.
+    float32_scores = None
     for dtype_name in dtypes:
-        dtype = getattr(torch, dtype_name)
-        model = AutoModelForSequenceClassification.from_pretrained(args.teacher, dtype=dtype).to(device).eval()
-        peak_rate = measure_matmul_rate(device, dtype, size=2048)["flop_rate"]
-        candidates = [int(size) for size in args.pipeline_batch_sizes.split(",")]
-        pipeline_batch = tune_pipeline_batch_size(
-            model, tokenizer, texts, class_names, args.hypothesis_template, device, candidates
+        model = AutoModelForSequenceClassification.from_pretrained(args.teacher, dtype=getattr(torch, dtype_name))
+        model = model.to(device).eval()
+        dtype_measurements, dtype_checks, pipeline_scores = measure_dtype(
+            args, accelerator, model, tokenizer, texts, class_names, dtype_name, device, float32_scores
         )
-        pipeline_padding, lengths = pipeline_padding_share(tokenizer, texts, hypotheses, 512, pipeline_batch)
-        flops = forward_flops(describe_model(model), lengths)
-
-        def pipeline_run(model=model, batch=pipeline_batch):
-            return run_pipeline(model, tokenizer, texts, class_names, args.hypothesis_template, batch, device)
-
-        def zsdistill_run(model=model):
-            return run_zsdistill(accelerator, model, tokenizer, texts, hypotheses, args.batch_size, args.max_tokens)
-
-        # Warm up both on a few texts, so that one-time costs (allocator, kernels) stay out of the timings.
-        run_pipeline(model, tokenizer, texts[:8], class_names, args.hypothesis_template, pipeline_batch, device)
-        run_zsdistill(accelerator, model, tokenizer, texts[:8], hypotheses, args.batch_size, args.max_tokens)
-
-        seconds, pipeline_scores, peak = time_median(pipeline_run, args.repeats, device)
-        measurements.append(
-            make_measurement(
-                "pipeline", dtype_name, pipeline_batch, seconds, num_pairs, pipeline_padding, peak, flops, peak_rate
-            )
-        )
-        seconds, (zsdistill_scores, padding), peak = time_median(zsdistill_run, args.repeats, device)
-        measurements.append(
-            make_measurement(
-                "zsdistill", dtype_name, args.batch_size, seconds, num_pairs, padding, peak, flops, peak_rate
-            )
-        )
-
-        difference = (zsdistill_scores - pipeline_scores).abs().max().item()
-        checks.append({"dtype": dtype_name, "max_abs_difference": difference, "tolerance": TOLERANCE[dtype_name]})
-        console.print(
-            f"{dtype_name}: matrix-multiply rate {peak_rate / 1e9:,.0f} GFLOP/s; max score difference {difference:.2e}"
-        )
+        if dtype_name == "float32":
+            float32_scores = pipeline_scores
+        measurements += dtype_measurements
+        checks += dtype_checks
         del model
 
-    best = {
-        name: max(m.pairs_per_second for m in measurements if m.implementation == name)
-        for name in ("pipeline", "zsdistill")
+    ratios = {
+        "best": best_ratio(measurements, compiled=(False, True)),
+        "uncompiled": best_ratio(measurements, compiled=(False,)),
+        "compiled": best_ratio(measurements, compiled=(True,)),
     }
-    ratio = best["zsdistill"] / best["pipeline"]
-    print_results(measurements, checks, ratio)
-    write_record(Path(args.output_json), args, measurements, checks, ratio, device)
+    print_results(measurements, ratios)
+    write_record(Path(args.output_json), args, measurements, checks, ratios, device)
     failed = [check for check in checks if check["max_abs_difference"] > check["tolerance"]]
     if failed:
         console.print(f"[red]Scores differ beyond tolerance: {failed}[/red]")
@@ -210,41 +207,117 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def make_measurement(implementation, dtype, batch_size, seconds, num_pairs, padding, peak, flops, peak_rate):
-    return Measurement(
-        implementation=implementation,
-        dtype=dtype,
-        batch_size=batch_size,
-        seconds=seconds,
-        pairs_per_second=num_pairs / seconds,
-        padding_share=padding,
-        peak_memory_increase_mib=None if peak is None else peak / 2**20,
-        flop_rate=flops / seconds,
-        share_of_peak=flops / seconds / peak_rate,
+def measure_dtype(args, accelerator, model, tokenizer, texts, class_names, dtype_name, device, float32_scores):
+    """Time the pipeline and zsdistill's pass with the teacher in one dtype.
+
+    Return the measurements, the score checks and the pipeline's scores. Each check compares a zsdistill run with the
+    pipeline in the same dtype. When `float32_scores` is given, each measurement records its difference from them.
+    """
+    num_pairs = len(texts) * len(class_names)
+    hypotheses = build_hypotheses(args.hypothesis_template, class_names)
+    peak_rate = measure_matmul_rate(device, getattr(torch, dtype_name), size=2048)["flop_rate"]
+    console.print(f"{dtype_name}: matrix-multiply rate {peak_rate / 1e9:,.0f} GFLOP/s")
+    candidates = [int(size) for size in args.pipeline_batch_sizes.split(",")]
+    pipeline_batch = tune_pipeline_batch_size(
+        model, tokenizer, texts, class_names, args.hypothesis_template, device, candidates
     )
+    # The token limit the pipeline truncates at: the tokenizer's and the position embeddings'.
+    max_length = max_input_length(tokenizer, model.config, None)
+    pipeline_padding, lengths = pipeline_padding_share(tokenizer, texts, hypotheses, max_length, pipeline_batch)
+    flops = forward_flops(describe_model(model), lengths)
+
+    def measurement(implementation, compiled, batch_size, first_call, seconds, padding, peak) -> Measurement:
+        return Measurement(
+            implementation=implementation,
+            dtype=dtype_name,
+            compiled=compiled,
+            batch_size=batch_size,
+            first_call_seconds=first_call,
+            seconds=seconds,
+            pairs_per_second=num_pairs / seconds,
+            padding_share=padding,
+            peak_memory_increase_mib=None if peak is None else peak / 2**20,
+            flop_rate=flops / seconds,
+            share_of_peak=flops / seconds / peak_rate,
+        )
+
+    # A warm-up on a few texts keeps one-time costs (allocator, kernels) out of the timings.
+    run_pipeline(model, tokenizer, texts[:8], class_names, args.hypothesis_template, pipeline_batch, device)
+    seconds, pipeline_scores, peak = time_median(
+        lambda: run_pipeline(model, tokenizer, texts, class_names, args.hypothesis_template, pipeline_batch, device),
+        args.repeats,
+        device,
+    )
+    measurements = [measurement("pipeline", False, pipeline_batch, None, seconds, pipeline_padding, peak)]
+    measurements[-1].max_abs_difference_from_float32 = difference_from(float32_scores, pipeline_scores)
+
+    checks = []
+    for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:
+        scorer = zsdistill_scorer(
+            accelerator, model, tokenizer, hypotheses, max_length, args.batch_size, args.max_tokens, compiled
+        )
+        # The warm-up call is where torch.compile compiles, so it is timed on its own.
+        start = time.perf_counter()
+        run_zsdistill(scorer, texts[:8])
+        first_call = time.perf_counter() - start
+        scorer.real_tokens = scorer.padded_tokens = 0
+        seconds, scores, peak = time_median(lambda scorer=scorer: run_zsdistill(scorer, texts), args.repeats, device)
+        padding = 1 - scorer.real_tokens / scorer.padded_tokens
+        measurements.append(measurement("zsdistill", compiled, args.batch_size, first_call, seconds, padding, peak))
+        measurements[-1].max_abs_difference_from_float32 = difference_from(float32_scores, scores)
+        difference = (scores - pipeline_scores).abs().max().item()
+        tolerance = TOLERANCE[dtype_name]
+        checks.append(
+            {"dtype": dtype_name, "compiled": compiled, "max_abs_difference": difference, "tolerance": tolerance}
+        )
+        label = f"zsdistill {dtype_name}{' compiled' if compiled else ''}"
+        console.print(f"{label}: max score difference from the pipeline {difference:.2e} (tolerance {tolerance})")
+        if args.profile:
+            with torch.profiler.profile() as profile:
+                run_zsdistill(scorer, texts)
+            console.print(f"{label}, by operator:")
+            console.print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    return measurements, checks, pipeline_scores
 
 
-def print_results(measurements: list[Measurement], checks: list[dict], ratio: float) -> None:
+def difference_from(reference: torch.Tensor | None, scores: torch.Tensor) -> float | None:
+    return None if reference is None else (scores - reference).abs().max().item()
+
+
+def best_ratio(measurements: list[Measurement], compiled: tuple[bool, ...]) -> float | None:
+    """Return zsdistill's best pairs/s over the pipeline's best, among runs compiled as in `compiled`, or None."""
+    ours = [m.pairs_per_second for m in measurements if m.implementation == "zsdistill" and m.compiled in compiled]
+    pipeline = max(m.pairs_per_second for m in measurements if m.implementation == "pipeline")
+    return max(ours) / pipeline if ours else None
+
+
+def print_results(measurements: list[Measurement], ratios: dict[str, float | None]) -> None:
     table = Table(title="Teacher pass throughput")
-    for column in ("run", "batch", "time (s)", "pairs/s", "padding", "memory rise", "GFLOP/s", "share of peak"):
+    columns = ("run", "batch", "first call (s)", "time (s)", "pairs/s", "padding", "memory rise", "GFLOP/s")
+    for column in (*columns, "share of peak", "diff. from float32"):
         table.add_column(column, justify="right")
     for m in measurements:
         memory = "n/a" if m.peak_memory_increase_mib is None else f"{m.peak_memory_increase_mib:,.0f} MiB"
         table.add_row(
-            f"{m.implementation} {m.dtype}",
+            f"{m.implementation} {m.dtype}{' compiled' if m.compiled else ''}",
             str(m.batch_size),
+            "" if m.first_call_seconds is None else f"{m.first_call_seconds:.1f}",
             f"{m.seconds:.2f}",
             f"{m.pairs_per_second:,.1f}",
             f"{m.padding_share:.1%}",
             memory,
             f"{m.flop_rate / 1e9:,.1f}",
             f"{m.share_of_peak:.1%}",
+            "" if m.max_abs_difference_from_float32 is None else f"{m.max_abs_difference_from_float32:.1e}",
         )
     console.print(table)
-    console.print(f"zsdistill's best over the pipeline's best: {ratio:.2f}×")
+    for name, ratio in ratios.items():
+        if ratio is not None and name != "best":
+            console.print(f"zsdistill's best {name} run over the pipeline's best: {ratio:.2f}×")
+    console.print(f"zsdistill's best over the pipeline's best: {ratios['best']:.2f}×")
 
 
-def write_record(path: Path, args, measurements, checks, ratio, device) -> None:
+def write_record(path: Path, args, measurements, checks, ratios, device) -> None:
     write_json(
         path,
         {
@@ -257,7 +330,9 @@ def write_record(path: Path, args, measurements, checks, ratio, device) -> None:
             "versions": library_versions(),
             "measurements": [asdict(m) for m in measurements],
             "score_checks": checks,
-            "ratio_best_zsdistill_to_best_pipeline": ratio,
+            "ratio_best_zsdistill_to_best_pipeline": ratios["best"],
+            "ratio_best_uncompiled_zsdistill_to_best_pipeline": ratios["uncompiled"],
+            "ratio_best_compiled_zsdistill_to_best_pipeline": ratios["compiled"],
         },
     )
     console.print(f"Wrote {path}")

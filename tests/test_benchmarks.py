@@ -18,6 +18,7 @@ import accuracy  # noqa: E402
 import ag_news  # noqa: E402
 import measure  # noqa: E402
 import speed  # noqa: E402
+import teacher_throughput  # noqa: E402
 
 TINY_ROBERTA = {
     "model_type": "roberta",
@@ -185,6 +186,32 @@ def test_speed_main_writes_outputs(tmp_path):
         png = output_dir / "smoke.png"
         assert png in paths
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_teacher_throughput_main_compares_both_runs(tmp_path):
+    teacher = save_teacher(tmp_path / "teacher", NLI_LABELS["bert"])
+    data_dir = tmp_path / "ag_news"
+    data_dir.mkdir()
+    rows = [f'"{index % 4 + 1}","{text}","{text}"' for index, text in enumerate(NEWS_TEXTS)]
+    write_lines(data_dir / ag_news.TEST_FILE, rows)
+    output_json = tmp_path / "throughput.json"
+    argv = ["--teacher", str(teacher), "--data_dir", str(data_dir), "--num_texts", "4", "--class_names", "a,b,c"]
+    argv += ["--dtypes", "float32", "--compile", "no", "--repeats", "1", "--pipeline_batch_sizes", "2,4"]
+    argv += ["--output_json", str(output_json)]
+    assert teacher_throughput.main(argv) == 0
+
+    report = json.loads(output_json.read_text())
+    pipeline, ours = report["measurements"]
+    assert (pipeline["implementation"], ours["implementation"]) == ("pipeline", "zsdistill")
+    assert pipeline["batch_size"] in (2, 4) and ours["compiled"] is False
+    assert ours["first_call_seconds"] > 0 and pipeline["first_call_seconds"] is None
+    assert ours["max_abs_difference_from_float32"] is None
+    assert 0 <= ours["padding_share"] < 1
+    (check,) = report["score_checks"]
+    assert check["max_abs_difference"] <= 1e-5
+    expected = ours["pairs_per_second"] / pipeline["pairs_per_second"]
+    assert report["ratio_best_zsdistill_to_best_pipeline"] == pytest.approx(expected)
+    assert report["ratio_best_compiled_zsdistill_to_best_pipeline"] is None
 
 
 def test_ag_news_train_texts_drop_repeats(tmp_path):
