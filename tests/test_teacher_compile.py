@@ -6,8 +6,10 @@ import pytest
 import torch
 from accelerate import Accelerator
 from conftest import CLASS_NAMES, NEWS_TEXTS
+from safetensors.torch import load_file
+from test_teacher_cache import teacher_argv
 
-from zsdistill.cli import COMPILE_MIN_PAIRS
+from zsdistill.cli import COMPILE_MIN_PAIRS, main
 from zsdistill.models import load_config_and_tokenizer, load_teacher
 from zsdistill.teacher import PairScorer, build_hypotheses, find_nli_label_ids, should_compile_teacher
 
@@ -75,3 +77,23 @@ def test_failed_compile_scores_without_it(bert_teacher, monkeypatch, caplog):
     torch.testing.assert_close(logits, make_scorer(bert_teacher, compile_teacher=False).score(NEWS_TEXTS))
     assert "torch.compile failed on the teacher (RuntimeError: no C++ compiler found)" in caplog.text
     assert "second line" not in caplog.text
+
+
+def test_teacher_command_reports_compiling(tmp_path, news_files, bert_teacher, caplog):
+    runs = {}
+    for choice in ("yes", "auto"):
+        output_dir = tmp_path / choice
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert main(teacher_argv(*news_files, output_dir, bert_teacher, "--teacher_compile", choice)) == 0
+        runs[choice] = load_file(output_dir / "teacher_predictions.safetensors")
+        if choice == "yes":
+            assert "Compiling the teacher with torch.compile for 32 pairs (--teacher_compile yes)" in caplog.text
+            assert "because it compiled the teacher" in caplog.text
+        else:
+            assert "Not compiling the teacher: 32 pairs to score, fewer than the 50,000" in caplog.text
+            assert "compiled the teacher" not in caplog.text
+
+    assert runs["yes"].keys() == runs["auto"].keys()
+    for name in runs["yes"]:
+        torch.testing.assert_close(runs["yes"][name], runs["auto"][name], atol=1e-4, rtol=0)

@@ -259,10 +259,12 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         compile_choice=args.teacher_compile,
     )
     if result.pairs_scored:
-        padding = "" if result.padding_share is None else f", {result.padding_share:.1%} of tokens were padding"
+        details = "" if result.padding_share is None else f", {result.padding_share:.1%} of tokens were padding"
+        if result.compile_seconds is not None:
+            details += f", and the first batch took {result.compile_seconds:.1f} s because it compiled the teacher"
         logger.info(
             f"Teacher pass: {result.pairs_scored:,} pairs scored in {result.seconds:.1f} s "
-            f"({result.pairs_scored / result.seconds:,.1f} pairs/s){padding}; predictions saved to "
+            f"({result.pairs_scored / result.seconds:,.1f} pairs/s){details}; predictions saved to "
             f"{Path(args.output_dir) / TEACHER_PREDICTIONS_FILE}"
         )
     accelerator.wait_for_everyone()
@@ -494,6 +496,8 @@ def _teacher_summary(result: TeacherPassResult) -> dict:
         "teacher_seconds": result.seconds,
         "teacher_pairs_per_second": result.pairs_scored / result.seconds if result.pairs_scored else None,
         "teacher_padding_share": result.padding_share,
+        "teacher_compiled": result.compiled,
+        "teacher_compile_seconds": result.compile_seconds,
     }
 
 
@@ -501,6 +505,8 @@ def _teacher_pass_text(result: TeacherPassResult) -> str:
     if not result.pairs_scored:
         return f"reused from an earlier run ({result.num_pairs:,} pairs)"
     text = f"{result.seconds:.1f} s, {result.pairs_scored / result.seconds:,.1f} pairs/s"
+    if result.compile_seconds is not None:
+        text += f", including {result.compile_seconds:.1f} s for the first batch, which compiled the teacher"
     if result.chunks_reused:
         text += f", {result.chunks_reused} of {result.num_chunks} chunks reused"
     return text

@@ -1,6 +1,7 @@
 """The NLI teacher: find its entailment and contradiction logits, and score every (text, hypothesis) pair."""
 
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -224,6 +225,8 @@ class PairScorer:
             # `options`, it is not applied (PyTorch 2.13), so every compiled call runs under a patched config.
             self._compile_config = inductor_config.patch(freezing=True)
 
+        # Seconds of the first compiled batch, almost all of them compiling, or None until that batch has run.
+        self.compile_seconds = None
         self.pairs_scored = 0
         self.padded_tokens = 0
         self.real_tokens = 0
@@ -335,8 +338,11 @@ class PairScorer:
         with torch.inference_mode():
             if self.compiled_model is not None:
                 try:
+                    start = time.perf_counter()
                     with self._compile_config:
                         logits = self.compiled_model(**batch).logits
+                    if self.compile_seconds is None:
+                        self.compile_seconds = time.perf_counter() - start
                 except Exception as error:
                     if should_reduce_batch_size(error):
                         raise

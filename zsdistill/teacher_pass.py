@@ -17,6 +17,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from zsdistill.cli import COMPILE_MIN_PAIRS
 from zsdistill.data import InputError, find_distinct_texts
 from zsdistill.predictions import (
     TeacherCache,
@@ -48,6 +49,9 @@ class TeacherPassResult:
     num_chunks: int
     seconds: float
     padding_share: float | None
+    # Whether the teacher ran compiled to the end, and the seconds of its first compiled batch (mostly compiling).
+    compiled: bool = False
+    compile_seconds: float | None = None
 
 
 @dataclass
@@ -174,6 +178,11 @@ def run_teacher_pass(
             f"Compiling the teacher with torch.compile for {pairs_to_score:,} pairs (--teacher_compile "
             f"{compile_choice}): the first batch waits for the compiler"
         )
+    elif compile_choice == "auto":
+        logger.info(
+            f"Not compiling the teacher: {pairs_to_score:,} pairs to score, fewer than the {COMPILE_MIN_PAIRS:,} "
+            f"for which --teacher_compile auto compiles"
+        )
     scorer = PairScorer(
         accelerator,
         load_model(),
@@ -200,6 +209,8 @@ def run_teacher_pass(
     # Free the teacher before anything else is loaded: on one accelerator, the teacher and the student need not fit
     # together.
     del scorer.model
+    compiled = scorer.compiled_model is not None
+    scorer.compiled_model = None
     accelerator.free_memory()
     gc.collect()
 
@@ -220,6 +231,8 @@ def run_teacher_pass(
         num_chunks=len(bounds),
         seconds=seconds,
         padding_share=padding / scorer.padded_tokens if scorer.padded_tokens else None,
+        compiled=compiled,
+        compile_seconds=scorer.compile_seconds,
     )
 
 
