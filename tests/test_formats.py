@@ -169,8 +169,12 @@ def test_row_with_wrong_field_count(tmp_path):
 
 def test_column_index_out_of_range(tmp_path):
     path = write_delimited(tmp_path / "d.csv", [("a", "b")], ",", header=None)
-    with pytest.raises(InputError, match="Column index 5 is out of range"):
+    with pytest.raises(InputError, match="Column index 5 is out of range") as error:
         read_texts(path, text_column="5", header=False)
+    assert str(error.value).endswith("Check --text_column.")
+    with pytest.raises(InputError, match="Column index 4 is out of range") as error:
+        read_texts(path, text_column="0", label_column="4", header=False)
+    assert str(error.value).endswith("Check --label_column.")
 
 
 def test_no_header_needs_text_column(tmp_path):

@@ -225,7 +225,8 @@ def _read_delimited(
             continue
         if num_fields is None:
             num_fields = len(fields)
-            _check_positions(path, text_indices + (label_indices or []), num_fields, options)
+            _check_positions(path, text_indices, num_fields, options.text)
+            _check_positions(path, label_indices or [], num_fields, options.label)
         if len(fields) != num_fields:
             first_row = "the header" if header else "the first row"
             raise InputError(
@@ -333,12 +334,12 @@ def _column_positions(spec: str, option: str, options: _ColumnOptions) -> list[i
     return positions
 
 
-def _check_positions(path: Path, positions: list[int], num_fields: int, options: _ColumnOptions) -> None:
+def _check_positions(path: Path, positions: list[int], num_fields: int, option: str) -> None:
     for position in positions:
         if position >= num_fields:
             raise InputError(
                 f"Column index {position} is out of range: the first row of the data file {path} has {num_fields} "
-                f"fields, indices 0 to {num_fields - 1}. Check {options.text} and {options.label}."
+                f"fields, indices 0 to {num_fields - 1}. Check {option}."
             )
 
 

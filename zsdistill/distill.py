@@ -238,7 +238,7 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
             ("max length", f"{setup.teacher_max_length} tokens"),
             ("processes", str(accelerator.num_processes)),
             ("device", str(accelerator.device)),
-            ("teacher dtype", f"{record.teacher_dtype} ({args.teacher_dtype})"),
+            ("teacher dtype", _dtype_text(record.teacher_dtype, args.teacher_dtype)),
             ("compile", _compile_text(args.teacher_compile)),
             ("mixed precision", accelerator.mixed_precision),
         ],
@@ -269,6 +269,10 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         )
     accelerator.wait_for_everyone()
     return result
+
+
+def _dtype_text(dtype: str, choice: str) -> str:
+    return f"{dtype} (auto)" if choice == "auto" else dtype
 
 
 def _compile_text(choice: str) -> str:
