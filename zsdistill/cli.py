@@ -17,8 +17,9 @@ MIN_TEMPERATURE = 1e-6
 TEACHER_DTYPES = ["auto", "float32", "bfloat16", "float16"]
 TEACHER_COMPILE_CHOICES = ["auto", "yes", "no"]
 # With --teacher_compile auto, a pass with at least this many pairs left to score compiles the teacher. Compiling the
-# offline MiniLM teacher takes about 15 s on 2 CPU cores and then saves about 0.3 ms per pair in bfloat16, so it pays
-# from about 50,000 pairs.
+# offline MiniLM teacher takes 8 to 15 s on 2 CPU cores and then saves about 0.3 ms per pair in bfloat16, so it pays
+# from about 30,000 to 50,000 pairs.
+# NOTE: measured on that CPU only. On GPUs and for larger teachers, where compiling pays, is not measured.
 COMPILE_MIN_PAIRS = 50_000
 
 

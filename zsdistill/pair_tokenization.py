@@ -31,15 +31,20 @@ def tokenize_pairs(
     """
     if not texts:
         return {name: [] for name in tokenizer.model_input_names}
-    checked = texts[:_CHECKED_TEXTS]
-    expected = _tokenize_whole(tokenizer, checked, hypotheses, max_length)
-    layout = find_pair_layout(tokenizer, expected, checked[0], hypotheses[0])
+    expected = _tokenize_whole(tokenizer, texts[:_CHECKED_TEXTS], hypotheses, max_length)
+    layout = find_pair_layout(tokenizer, expected, texts[0], hypotheses[0])
     if layout is None:
         return _tokenize_whole(tokenizer, texts, hypotheses, max_length)
-    joined = _join_pairs(tokenizer, layout, checked, hypotheses, max_length)
-    if joined is None or joined.keys() != expected.keys() or any(joined[name] != expected[name] for name in expected):
+
+    joined = _join_pairs(tokenizer, layout, texts, hypotheses, max_length)
+    num_checked = len(expected["input_ids"])
+    if (
+        joined is None
+        or joined.keys() != expected.keys()
+        or any(joined[name][:num_checked] != expected[name] for name in expected)
+    ):
         return _tokenize_whole(tokenizer, texts, hypotheses, max_length)
-    return _join_pairs(tokenizer, layout, texts, hypotheses, max_length) if len(texts) > len(checked) else joined
+    return joined
 
 
 def find_pair_layout(
@@ -52,20 +57,22 @@ def find_pair_layout(
     # The whole encoding may contain a truncated text. The count of its kept tokens follows from the hypothesis,
     # which is never truncated, and from the number of special tokens.
     num_special = tokenizer.num_special_tokens_to_add(pair=True)
-    kept = len(ids) - num_special - len(hypothesis_ids)
-    if kept < 1 or not hypothesis_ids:
+    num_kept = len(ids) - num_special - len(hypothesis_ids)
+    if num_kept < 1 or not hypothesis_ids:
         return None
-    text_ids = text_ids[:kept] if tokenizer.truncation_side == "right" else text_ids[len(text_ids) - kept :]
+    text_ids = text_ids[:num_kept] if tokenizer.truncation_side == "right" else text_ids[len(text_ids) - num_kept :]
+
     for prefix_length in range(num_special + 1):
         for suffix_length in range(num_special - prefix_length + 1):
             middle_length = num_special - prefix_length - suffix_length
-            text_end = prefix_length + kept
+            text_end = prefix_length + num_kept
             hypothesis_start = text_end + middle_length
             if (
                 ids[prefix_length:text_end] != text_ids
                 or ids[hypothesis_start : hypothesis_start + len(hypothesis_ids)] != hypothesis_ids
             ):
                 continue
+
             parts = (slice(0, prefix_length), slice(text_end, hypothesis_start), slice(len(ids) - suffix_length, None))
             type_ids = None
             if types is not None:
@@ -92,14 +99,14 @@ def _join_pairs(tokenizer, layout: PairLayout, texts, hypotheses, max_length) ->
     input_ids, token_type_ids = [], []
     for ids in text_ids:
         for hypothesis, budget in zip(hypothesis_ids, budgets, strict=True):
-            kept = ids
+            kept_ids = ids
             if len(ids) > budget:
-                kept = ids[len(ids) - budget :] if left else ids[:budget]
-            input_ids.append(layout.prefix + kept + layout.middle + hypothesis + layout.suffix)
+                kept_ids = ids[len(ids) - budget :] if left else ids[:budget]
+            input_ids.append(layout.prefix + kept_ids + layout.middle + hypothesis + layout.suffix)
             if layout.type_ids is not None:
                 prefix, text_type, middle, hypothesis_type, suffix = layout.type_ids
                 token_type_ids.append(
-                    prefix + [text_type] * len(kept) + middle + [hypothesis_type] * len(hypothesis) + suffix
+                    prefix + [text_type] * len(kept_ids) + middle + [hypothesis_type] * len(hypothesis) + suffix
                 )
     encodings = {"input_ids": input_ids}
     if "attention_mask" in tokenizer.model_input_names:

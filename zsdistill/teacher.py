@@ -22,8 +22,8 @@ logger = get_logger(__name__)
 _CONTRADICTION_NAMES = ("contradiction", "not_entailment", "non_entailment", "not entailment", "non-entailment")
 
 # Padded lengths are rounded up to a multiple of this, which leaves fewer distinct batch shapes, so the kernels that
-# oneDNN and cuBLAS choose per shape are reused more often, at the cost of a few padding tokens. (A multiple of 16
-# makes PyTorch's CPU attention kernel faster, but the extra padding costs the matrix products as much.)
+# oneDNN and cuBLAS choose per shape are reused more often, at the cost of a few padding tokens. A multiple of 16
+# makes PyTorch's CPU attention kernel faster, but the extra padding costs the matrix products as much.
 PAD_MULTIPLE = 8
 
 
