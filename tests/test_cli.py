@@ -137,3 +137,30 @@ def test_console_script_help():
     result = run(["zsdistill", "--help"])
     assert result.returncode == 0, result.stderr
     assert "--data_file" in result.stdout
+
+
+DESTROY_AT_EXIT_SCRIPT = """
+import atexit, sys, tempfile
+import torch.distributed as dist
+from zsdistill.cli import main
+
+store = tempfile.NamedTemporaryFile(delete=False).name
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+# Exit handlers run last registered first, so this one runs after the handler that main registers.
+atexit.register(lambda: print(f"initialized at exit: {dist.is_initialized()}"))
+status = main(["predict", "--model", sys.argv[1], "--data_file", sys.argv[1], "--output_file", sys.argv[1]])
+print(f"status {status}, initialized after main: {dist.is_initialized()}")
+"""
+
+
+def test_process_group_destroyed_at_exit_not_on_return(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", DESTROY_AT_EXIT_SCRIPT, str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    # The group stays for later jobs of the same process and is gone before the interpreter shuts down.
+    assert "status 2, initialized after main: True" in result.stdout
+    assert "initialized at exit: False" in result.stdout

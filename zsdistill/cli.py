@@ -1,6 +1,7 @@
 """Command line: `zsdistill`, `python -m zsdistill` and `accelerate launch -m zsdistill`."""
 
 import argparse
+import atexit
 import importlib
 import logging
 import math
@@ -615,6 +616,14 @@ def _launcher() -> str:
     return "zsdistill"
 
 
+def _destroy_process_group() -> None:
+    """Destroy the default process group if the command set one up."""
+    # Looked up rather than imported, so that `--help` does not load torch.
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the plain command or a subcommand.
 
@@ -641,6 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that `--help` and argument errors return before torch and transformers load.
     module_name, _, function_name = runner_name.rpartition(":")
     runner = getattr(importlib.import_module(module_name or "zsdistill.distill"), function_name)
+    # A gloo process group left to the interpreter's shutdown can abort the process (SIGABRT) after the job is done,
+    # when its threads free tensors once Python is gone. The group is kept until exit, rather than destroyed on
+    # return, because a process can run several jobs in a row on the same Accelerate state.
+    atexit.unregister(_destroy_process_group)
+    atexit.register(_destroy_process_group)
     try:
         runner(args, command=f"{_launcher()} {shlex.join(argv)}")
     except InputError as error:
