@@ -14,6 +14,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from zsdistill.cli import COMPILE_MIN_PAIRS
 from zsdistill.data import InputError
+from zsdistill.first_token import run_last_layer_on_first_token
 from zsdistill.pair_tokenization import tokenize_pairs
 from zsdistill.progress import make_progress
 
@@ -200,6 +201,8 @@ class PairScorer:
 
         model.requires_grad_(False)
         model.eval()
+        # Whether the last layer computes only the first token, the one the classification head reads.
+        self.first_token_only = run_last_layer_on_first_token(model)
         if accelerator.distributed_type == DistributedType.FSDP:
             # Sharding the teacher's weights is what lets a teacher too large for one device run.
             # NOTE: the tests run on CPUs only, so this branch and saving the student under FSDP have not been run.
