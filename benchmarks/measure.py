@@ -50,6 +50,20 @@ def forward_flops(model_info: dict, sequence_lengths: list[int]) -> int:
     return 2 * model_info["non_embedding_parameters"] * tokens + 4 * layers * hidden * squares
 
 
+def first_token_savings(model_info: dict, sequence_lengths: list[int]) -> int:
+    """Estimate the FLOPs saved when the last layer runs on the first token only (zsdistill/first_token.py).
+
+    That layer still projects every token to keys and values (2 * hidden^2 weights), but runs the rest of its
+    weights and the attention of one query only. A layer's weights are taken as the non-embedding parameters
+    divided by the layer count, so the pooler and head are spread over the layers, as in `forward_flops`.
+    """
+    layers, hidden = model_info["num_hidden_layers"], model_info["hidden_size"]
+    other_weights = model_info["non_embedding_parameters"] / layers - 2 * hidden * hidden
+    return int(
+        sum(2 * other_weights * (length - 1) + 4 * hidden * (length * length - length) for length in sequence_lengths)
+    )
+
+
 def padded_lengths(sequence_lengths: list[int], batch_size: int) -> list[int]:
     """Return each sequence's length after padding to the longest in its batch of consecutive sequences.
 

@@ -25,6 +25,7 @@ Usage:
 """
 
 import argparse
+import copy
 import logging
 import math
 import time
@@ -301,8 +302,18 @@ def free(accelerator: Accelerator) -> None:
     release_memory(accelerator.device)
 
 
-def _teacher_methods(accelerator, teacher: LoadedModel, label_ids: NLILabelIds, settings: Settings, max_length: int):
-    """Return the two ways of running the teacher, each a function of (texts, class names)."""
+def _teacher_methods(
+    accelerator,
+    teacher: LoadedModel,
+    loop_model: torch.nn.Module,
+    label_ids: NLILabelIds,
+    settings: Settings,
+    max_length: int,
+):
+    """Return the two ways of running the teacher, each a function of (texts, class names).
+
+    The pipeline runs `teacher.model`, and zsdistill's loop runs `loop_model`, a copy of it that the loop changes.
+    """
     classifier = pipeline(
         "zero-shot-classification", model=teacher.model, tokenizer=teacher.tokenizer, device=accelerator.device
     )
@@ -311,7 +322,7 @@ def _teacher_methods(accelerator, teacher: LoadedModel, label_ids: NLILabelIds, 
         hypotheses = build_hypotheses(settings.hypothesis_template, class_names)
         return score_pairs(
             accelerator,
-            teacher.model,
+            loop_model,
             teacher.tokenizer,
             texts,
             hypotheses,
@@ -426,11 +437,15 @@ def benchmark_pair(accelerator: Accelerator, pair: ModelPair, texts: list[str], 
     The student gets a new K-way head for each K. Memory figures are each model's weights plus the largest rise in
     memory during one of its runs, so they stay apart although both models are loaded.
     """
-    teacher = prepare_model(accelerator, pair.load_teacher())
+    loaded = pair.load_teacher()
+    # zsdistill's loop runs the last layer on the first token only, a change it makes to the model it is given, so it
+    # gets a copy made before Accelerate wraps the forward, and the pipeline keeps the model as transformers built it.
+    loop_model = prepare_model(accelerator, LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer)).model
+    teacher = prepare_model(accelerator, loaded)
     teacher_info = describe_model(teacher.model)
     teacher_max_length = max_input_length(teacher.tokenizer, teacher.model.config, settings.max_length)
     label_ids = find_nli_label_ids(teacher.model.config)
-    teacher_methods = _teacher_methods(accelerator, teacher, label_ids, settings, teacher_max_length)
+    teacher_methods = _teacher_methods(accelerator, teacher, loop_model, label_ids, settings, teacher_max_length)
 
     num_examples = settings.num_examples
     if num_examples is None:
@@ -464,7 +479,7 @@ def benchmark_pair(accelerator: Accelerator, pair: ModelPair, texts: list[str], 
             )
         results.append(row)
 
-    del teacher, teacher_methods
+    del teacher, loop_model, teacher_methods
     free(accelerator)
     return {
         "name": pair.name,

@@ -2,10 +2,10 @@
 
 Both run in this one process, in float32 and, where the device supports it natively, in bfloat16 weights. The
 pipeline gets its best batch size from a short trial; zsdistill runs its own loop (pairs sorted by length, inputs
-tokenized in bulk), as it is and compiled with torch.compile (`--teacher_compile yes`). For each run the script
-prints pairs per second, the share of padding tokens, peak memory and the achieved FLOP rate as a share of the
-matrix-multiply rate measured in the same run, and for compiled runs the time the first call took. It then checks
-that every run produces the pipeline's scores.
+tokenized in bulk, the last layer on the first token only where the model allows it), as it is and compiled with
+torch.compile (`--teacher_compile yes`). For each run the script prints pairs per second, the share of padding
+tokens, peak memory and the FLOP rate it computed as a share of the matrix-multiply rate measured in the same run,
+and for compiled runs the time the first call took. It then checks that every run produces the pipeline's scores.
 
     python benchmarks/teacher_throughput.py                      # offline MiniLM NLI teacher, 400 AG News texts
     python benchmarks/teacher_throughput.py --device cuda --teacher roberta-large-mnli --num_texts 4000
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from ag_news import read_test_split
-from measure import describe_model, forward_flops, measure_matmul_rate, time_repeats
+from measure import describe_model, first_token_savings, forward_flops, measure_matmul_rate, time_repeats
 from records import command_line, library_versions, load_average, machine_info, utc_timestamp, write_json
 from rich.console import Console
 from rich.table import Table
@@ -65,6 +65,8 @@ class Measurement:
     share_of_peak: float
     # The largest difference from the float32 pipeline's scores, for runs in another dtype: its rounding error.
     max_abs_difference_from_float32: float | None = None
+    # Whether the teacher's last layer ran on the first token only. The FLOP rate counts the FLOPs each run computed.
+    last_layer_first_token: bool = False
 
 
 def pipeline_padding_share(tokenizer, texts, hypotheses, max_length, batch_size) -> tuple[float, list[int]]:
@@ -224,9 +226,10 @@ def measure_dtype(args, accelerator, model, tokenizer, texts, class_names, dtype
     # The token limit the pipeline truncates at: the tokenizer's and the position embeddings'.
     max_length = max_input_length(tokenizer, model.config, None)
     pipeline_padding, lengths = pipeline_padding_share(tokenizer, texts, hypotheses, max_length, pipeline_batch)
-    flops = forward_flops(describe_model(model), lengths)
+    model_info = describe_model(model)
+    flops = forward_flops(model_info, lengths)
 
-    def measurement(implementation, compiled, batch_size, first_call, seconds, padding, peak) -> Measurement:
+    def measurement(implementation, compiled, batch_size, first_call, seconds, padding, peak, flops) -> Measurement:
         return Measurement(
             implementation=implementation,
             dtype=dtype_name,
@@ -248,7 +251,7 @@ def measure_dtype(args, accelerator, model, tokenizer, texts, class_names, dtype
         args.repeats,
         device,
     )
-    measurements = [measurement("pipeline", False, pipeline_batch, None, seconds, pipeline_padding, peak)]
+    measurements = [measurement("pipeline", False, pipeline_batch, None, seconds, pipeline_padding, peak, flops)]
     measurements[-1].max_abs_difference_from_float32 = difference_from(float32_scores, pipeline_scores)
 
     checks = []
@@ -263,7 +266,12 @@ def measure_dtype(args, accelerator, model, tokenizer, texts, class_names, dtype
         scorer.real_tokens = scorer.padded_tokens = 0
         seconds, scores, peak = time_median(lambda scorer=scorer: run_zsdistill(scorer, texts), args.repeats, device)
         padding = 1 - scorer.real_tokens / scorer.padded_tokens
-        measurements.append(measurement("zsdistill", compiled, args.batch_size, first_call, seconds, padding, peak))
+        # The FLOPs this run computed, which are fewer than the pipeline's when its last layer ran on one token.
+        run_flops = flops - first_token_savings(model_info, lengths) if scorer.first_token_only else flops
+        measurements.append(
+            measurement("zsdistill", compiled, args.batch_size, first_call, seconds, padding, peak, run_flops)
+        )
+        measurements[-1].last_layer_first_token = scorer.first_token_only
         measurements[-1].max_abs_difference_from_float32 = difference_from(float32_scores, scores)
         difference = (scores - pipeline_scores).abs().max().item()
         tolerance = TOLERANCE[dtype_name]
