@@ -299,6 +299,7 @@ def test_shipped_example_files_valid():
 @pytest.mark.parametrize(
     ("remove", "damage", "message"),
     [
+        ("config.json", None, "has no config.json, so it is not a model"),
         ("tokenizer.json", None, "has no tokenizer vocabulary"),
         ("model.safetensors", None, "has no weights"),
         (None, "model.safetensors", "cannot be read"),

@@ -5,7 +5,13 @@ from conftest import CLASS_NAMES, NEWS_TEXTS, save_teacher
 from transformers import AutoConfig, pipeline
 
 from zsdistill.data import InputError
-from zsdistill.models import load_config_and_tokenizer, load_teacher, max_input_length, resolve_teacher_dtype
+from zsdistill.models import (
+    load_config_and_tokenizer,
+    load_teacher,
+    max_input_length,
+    resolve_teacher_dtype,
+    warn_if_float16_is_slow,
+)
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
     NLILabelIds,
@@ -126,6 +132,16 @@ def test_max_length_flag_lowers_limit(bert_teacher):
     assert max_input_length(tokenizer, config, None) == 64
     assert max_input_length(tokenizer, config, 16) == 16
     assert max_input_length(tokenizer, config, 1000) == 64
+
+
+def test_max_length_above_limit_logged(bert_teacher, caplog):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    with caplog.at_level("WARNING", logger="zsdistill.models"):
+        max_input_length(tokenizer, config, 16)
+        assert caplog.text == ""
+        max_input_length(tokenizer, config, 1000)
+    assert "--max_length 1000 is above the limit" in caplog.text
+    assert "truncated at 64 tokens" in caplog.text
 
 
 def test_roberta_position_offset(roberta_teacher):
@@ -297,6 +313,22 @@ def test_out_of_memory_halves_batch(bert_teacher, caplog):
     assert "retrying with 2 pairs per batch" in caplog.text
     expected = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES)
     torch.testing.assert_close(logits.entailment, expected.entailment, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "amx_fp16", "warned"),
+    [
+        (torch.float16, "cpu", False, True),
+        (torch.float16, "cpu", True, False),
+        (torch.bfloat16, "cpu", False, False),
+        (torch.float16, "cuda", False, False),
+    ],
+)
+def test_float16_on_cpu_warning(monkeypatch, caplog, dtype, device, amx_fp16, warned):
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: amx_fp16)
+    with caplog.at_level("WARNING", logger="zsdistill.models"):
+        warn_if_float16_is_slow(dtype, torch.device(device))
+    assert ("this CPU has no AMX-FP16" in caplog.text) == warned
 
 
 def test_teacher_dtype_resolution():

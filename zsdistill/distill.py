@@ -54,6 +54,7 @@ from zsdistill.models import (
     load_teacher,
     max_input_length,
     resolve_teacher_dtype,
+    warn_if_float16_is_slow,
 )
 from zsdistill.predictions import (
     TEACHER_CACHE_ENTRIES,
@@ -206,6 +207,7 @@ def run_teacher(args: argparse.Namespace, accelerator: Accelerator, setup: RunSe
         logger.info("One class given: each text is scored against it on its own, as in multi-label mode")
 
     dtype = resolve_teacher_dtype(args.teacher_dtype, accelerator.device)
+    warn_if_float16_is_slow(dtype, accelerator.device)
     num_distinct = len(set(setup.data.texts))
     record = TeacherRecord(
         teacher=_teacher_identity(args.teacher_name_or_path),

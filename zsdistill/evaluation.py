@@ -39,7 +39,13 @@ from zsdistill.inference import (
     prepare_for_inference,
     scores_from_logits,
 )
-from zsdistill.models import load_config_and_tokenizer, load_teacher, max_input_length, resolve_teacher_dtype
+from zsdistill.models import (
+    load_config_and_tokenizer,
+    load_teacher,
+    max_input_length,
+    resolve_teacher_dtype,
+    warn_if_float16_is_slow,
+)
 from zsdistill.progress import console, make_progress, print_table
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
@@ -341,6 +347,7 @@ def _score_texts(
         scores = scores_from_logits(logits, setup.multi_label)
     else:
         dtype = resolve_teacher_dtype(args.teacher_dtype or "auto", accelerator.device)
+        warn_if_float16_is_slow(dtype, accelerator.device)
         model = load_teacher(args.teacher_name_or_path, dtype)
         start = time.perf_counter()
         scores = zero_shot_scores(

@@ -1,5 +1,7 @@
 """Load the teacher and student checkpoints, by Hub name or local path, and read their input limits."""
 
+import logging
+import os
 from pathlib import Path
 
 import torch
@@ -15,6 +17,8 @@ from transformers import (
 )
 
 from zsdistill.data import InputError
+
+logger = logging.getLogger(__name__)
 
 # Model types whose learned position embeddings start after the padding index, so that
 # `max_position_embeddings` is larger than the longest input by `pad_token_id + 1`.
@@ -76,7 +80,12 @@ def load_config_and_tokenizer(name_or_path: str, role: str) -> tuple[PretrainedC
 
 
 def _check_local_files(path: Path, role: str) -> None:
-    """Raise InputError if a local checkpoint lacks its vocabulary or weights, or its weights file is damaged."""
+    """Raise InputError if a local checkpoint lacks its config, vocabulary or weights, or its weights are damaged."""
+    if not (path / "config.json").is_file():
+        raise InputError(
+            f"The {role} directory {path} has no config.json, so it is not a model saved with save_pretrained(). "
+            f"Give the directory that model.save_pretrained() wrote, or a Hub model name."
+        )
     if not any((path / name).is_file() for name in _VOCABULARY_FILES):
         raise InputError(
             f"The {role} directory {path} has no tokenizer vocabulary (none of {', '.join(_VOCABULARY_FILES)}), so "
@@ -95,6 +104,12 @@ def _check_local_files(path: Path, role: str) -> None:
                 pass
         except (OSError, SafetensorError) as error:
             raise InputError(f"The {role} weights {weights} cannot be read: {error}. Save the model again.") from None
+
+
+def _is_first_process() -> bool:
+    # These checks can run before the Accelerator exists, so the rank comes from the variable that torchrun sets in
+    # every process it starts. Only rank 0 logs, once for all processes.
+    return os.environ.get("RANK", "0") == "0"
 
 
 def max_input_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig, max_length: int | None) -> int:
@@ -116,7 +131,13 @@ def max_input_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfi
             f"The input limit of {config.name_or_path or 'the model'} is unknown: neither its tokenizer nor its "
             f"config sets one. Pass --max_length."
         )
-    return min(limits)
+    limit = min(limits)
+    if max_length is not None and limit < max_length and _is_first_process():
+        logger.warning(
+            f"--max_length {max_length} is above the limit of {config.name_or_path or 'the model'}, so its inputs "
+            f"are truncated at {limit} tokens"
+        )
+    return limit
 
 
 def resolve_teacher_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -132,6 +153,17 @@ def resolve_teacher_dtype(name: str, device: torch.device) -> torch.dtype:
         checks = [getattr(torch.cpu, check, None) for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return torch.bfloat16 if any(check is not None and check() for check in checks) else torch.float32
     return torch.float32
+
+
+def warn_if_float16_is_slow(dtype: torch.dtype, device: torch.device) -> None:
+    """Log a warning when the teacher would run in float16 on a CPU without float16 matrix units (AMX-FP16)."""
+    # NOTE: the check is a private torch function (present in torch 2.13). Without it the warning is always given.
+    check = getattr(torch.cpu, "_is_amx_fp16_supported", None)
+    if dtype == torch.float16 and device.type == "cpu" and not (check is not None and check()) and _is_first_process():
+        logger.warning(
+            "--teacher_dtype float16: this CPU has no AMX-FP16, and without it float16 can run several times slower "
+            "than float32 (it did on a 2-core AMD EPYC). Use --teacher_dtype bfloat16 or auto."
+        )
 
 
 def load_teacher(name_or_path: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
