@@ -438,8 +438,8 @@ def benchmark_pair(accelerator: Accelerator, pair: ModelPair, texts: list[str], 
     memory during one of its runs, so they stay apart although both models are loaded.
     """
     loaded = pair.load_teacher()
-    # zsdistill's loop runs the last layer on the first token only, a change it makes to the model it is given, so it
-    # gets a copy made before Accelerate wraps the forward, and the pipeline keeps the model as transformers built it.
+    # zsdistill's loop changes the model it is given, because it runs the last layer on the first token only. The
+    # loop therefore gets a copy made before Accelerate wraps the forward, and the pipeline keeps the original.
     loop_model = prepare_model(accelerator, LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer)).model
     teacher = prepare_model(accelerator, loaded)
     teacher_info = describe_model(teacher.model)
