@@ -229,7 +229,9 @@ def measure_dtype(args, accelerator, model, tokenizer, texts, class_names, dtype
     model_info = describe_model(model)
     flops = forward_flops(model_info, lengths)
 
-    def measurement(implementation, compiled, batch_size, first_call, seconds, padding, peak, flops) -> Measurement:
+    def measurement(
+        implementation, compiled, batch_size, first_call, seconds, padding, peak, run_flops
+    ) -> Measurement:
         return Measurement(
             implementation=implementation,
             dtype=dtype_name,
@@ -240,8 +242,8 @@ def measure_dtype(args, accelerator, model, tokenizer, texts, class_names, dtype
             pairs_per_second=num_pairs / seconds,
             padding_share=padding,
             peak_memory_increase_mib=None if peak is None else peak / 2**20,
-            flop_rate=flops / seconds,
-            share_of_peak=flops / seconds / peak_rate,
+            flop_rate=run_flops / seconds,
+            share_of_peak=run_flops / seconds / peak_rate,
         )
 
     # A warm-up on a few texts keeps one-time costs (allocator, kernels) out of the timings.
