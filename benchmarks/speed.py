@@ -61,6 +61,7 @@ from transformers import (
     pipeline,
 )
 
+from zsdistill.allocator import keep_freed_memory
 from zsdistill.models import load_student, load_teacher, max_input_length
 from zsdistill.teacher import NLILabelIds, build_hypotheses, find_nli_label_ids, score_pairs
 
@@ -651,6 +652,8 @@ def run(args: argparse.Namespace) -> dict:
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.mixed_precision)
     device = accelerator.device
     machine = machine_info(device)
+    # Set before any run, as the command line sets it, so that the pipeline and the student reuse freed memory too.
+    machine["freed_memory_kept"] = keep_freed_memory()
 
     class_names = TOPICS
     if args.class_names_file is not None:

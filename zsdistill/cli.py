@@ -9,6 +9,7 @@ import os
 import shlex
 import sys
 
+from zsdistill.allocator import keep_freed_memory
 from zsdistill.data import InputError
 
 DEFAULT_TEACHER = "roberta-large-mnli"
@@ -650,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that `--help` and argument errors return before torch and transformers load.
     module_name, _, function_name = runner_name.rpartition(":")
     runner = getattr(importlib.import_module(module_name or "zsdistill.distill"), function_name)
+    # Each batch then reuses the memory that the previous one freed instead of faulting in fresh pages.
+    keep_freed_memory()
     # A gloo process group left to the interpreter's shutdown can abort the process (SIGABRT) after the job is done,
     # when its threads free tensors once Python is gone. The group is kept until exit, rather than destroyed on
     # return, because a process can run several jobs in a row on the same Accelerate state.
