@@ -30,6 +30,7 @@ def describe_model(model: PreTrainedModel) -> dict:
         "non_embedding_parameters": count_non_embedding_parameters(model),
         "num_hidden_layers": config.num_hidden_layers,
         "hidden_size": config.hidden_size,
+        "num_attention_heads": getattr(config, "num_attention_heads", None),
         "parameter_bytes": sum(parameter.numel() * parameter.element_size() for parameter in model.parameters()),
     }
 
@@ -53,14 +54,18 @@ def forward_flops(model_info: dict, sequence_lengths: list[int]) -> int:
 def first_token_savings(model_info: dict, sequence_lengths: list[int]) -> int:
     """Estimate the FLOPs saved when the last layer runs on the first token only (zsdistill/first_token.py).
 
-    That layer still projects every token to keys and values (2 * hidden^2 weights), but runs the rest of its
-    weights and the attention of one query only. A layer's weights are taken as the non-embedding parameters
-    divided by the layer count, so the pooler and head are spread over the layers, as in `forward_flops`.
+    A full layer costs 2 * W * L + 4 * hidden * L^2 for a sequence of L tokens, with W its weights, as in
+    `forward_flops`. The first-token layer applies every weight to one token (2 * W), and each of its heads takes
+    two products of width hidden with the L hidden states (4 * heads * hidden * L). A layer's weights are taken as
+    the non-embedding parameters divided by the layer count, so the pooler and head are spread over the layers.
     """
     layers, hidden = model_info["num_hidden_layers"], model_info["hidden_size"]
-    other_weights = model_info["non_embedding_parameters"] / layers - 2 * hidden * hidden
+    heads = model_info["num_attention_heads"]
+    weights = model_info["non_embedding_parameters"] / layers
     return int(
-        sum(2 * other_weights * (length - 1) + 4 * hidden * (length * length - length) for length in sequence_lengths)
+        sum(
+            2 * weights * (length - 1) + 4 * hidden * (length * length - heads * length) for length in sequence_lengths
+        )
     )
 
 

@@ -2,8 +2,9 @@
 
 Both run in this one process, in float32 and, where the device supports it natively, in bfloat16 weights. The
 pipeline gets its best batch size from a short trial; zsdistill runs its own loop (pairs sorted by length, inputs
-tokenized in bulk, the last layer on the first token only where the model allows it), as it is and compiled with
-torch.compile (`--teacher_compile yes`). For each run the script prints pairs per second, the share of padding
+tokenized in bulk, the last layer on the first token only where the model allows it, on CPUs without AMX its
+matmul attention), as it is and compiled with torch.compile (`--teacher_compile yes`). Both keep freed memory in the
+process, as zsdistill's command line does. For each run the script prints pairs per second, the share of padding
 tokens, peak memory and the FLOP rate it computed as a share of the matrix-multiply rate measured in the same run,
 and for compiled runs the time the first call took. It then checks that every run produces the pipeline's scores.
 
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+from zsdistill.allocator import keep_freed_memory
 from zsdistill.models import max_input_length, resolve_teacher_dtype
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
@@ -67,6 +69,8 @@ class Measurement:
     max_abs_difference_from_float32: float | None = None
     # Whether the teacher's last layer ran on the first token only. The FLOP rate counts the FLOPs each run computed.
     last_layer_first_token: bool = False
+    # Whether the teacher's attention was zsdistill's matmul attention rather than the model's own.
+    matmul_attention: bool = False
 
 
 def pipeline_padding_share(tokenizer, texts, hypotheses, max_length, batch_size) -> tuple[float, list[int]]:
@@ -168,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
+    # Set before the first run, so that the pipeline reuses freed memory as zsdistill's command line does.
+    freed_memory_kept = keep_freed_memory()
     class_names = args.class_names.split(",")
     texts = read_test_split(Path(args.data_dir)).texts[: args.num_texts]
     num_pairs = len(texts) * len(class_names)
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "compiled": best_ratio(measurements, compiled=(True,)),
     }
     print_results(measurements, ratios)
-    write_record(Path(args.output_json), args, measurements, checks, ratios, device)
+    write_record(Path(args.output_json), args, measurements, checks, ratios, device, freed_memory_kept)
     failed = [check for check in checks if check["max_abs_difference"] > check["tolerance"]]
     if failed:
         console.print(f"[red]Scores differ beyond tolerance: {failed}[/red]")
@@ -274,6 +280,7 @@ def measure_dtype(args, accelerator, model, tokenizer, texts, class_names, dtype
             measurement("zsdistill", compiled, args.batch_size, first_call, seconds, padding, peak, run_flops)
         )
         measurements[-1].last_layer_first_token = scorer.first_token_only
+        measurements[-1].matmul_attention = scorer.matmul_attention
         measurements[-1].max_abs_difference_from_float32 = difference_from(float32_scores, scores)
         difference = (scores - pipeline_scores).abs().max().item()
         tolerance = TOLERANCE[dtype_name]
@@ -327,7 +334,7 @@ def print_results(measurements: list[Measurement], ratios: dict[str, float | Non
     console.print(f"zsdistill's best over the pipeline's best: {ratios['best']:.2f}×")
 
 
-def write_record(path: Path, args, measurements, checks, ratios, device) -> None:
+def write_record(path: Path, args, measurements, checks, ratios, device, freed_memory_kept) -> None:
     write_json(
         path,
         {
@@ -335,7 +342,7 @@ def write_record(path: Path, args, measurements, checks, ratios, device) -> None
             "created": utc_timestamp(),
             "command": command_line(),
             "arguments": vars(args),
-            "machine": machine_info(device),
+            "machine": machine_info(device) | {"freed_memory_kept": freed_memory_kept},
             "load_average_end": load_average(),
             "versions": library_versions(),
             "measurements": [asdict(m) for m in measurements],

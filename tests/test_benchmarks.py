@@ -318,7 +318,7 @@ def test_accuracy_main_writes_report(tmp_path, bert_teacher, student):
 
 
 def test_first_token_savings_formula():
-    info = {"non_embedding_parameters": 1000, "num_hidden_layers": 2, "hidden_size": 8}
-    # Each layer has 500 weights, 128 of them for keys and values, which still run on every token. The other 372
-    # skip 2 and 4 tokens, and attention drops all queries but one: 2 * 372 * (2 + 4) + 4 * 8 * ((9 - 3) + (25 - 5))
-    assert measure.first_token_savings(info, [3, 5]) == 4_464 + 832
+    info = {"non_embedding_parameters": 1000, "num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2}
+    # Each layer has 500 weights, which skip 2 and 4 tokens. Attention over L^2 query-key pairs becomes 2 heads'
+    # products with the L tokens: 2 * 500 * (2 + 4) + 4 * 8 * ((9 - 2 * 3) + (25 - 2 * 5))
+    assert measure.first_token_savings(info, [3, 5]) == 6_000 + 576

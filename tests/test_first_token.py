@@ -70,6 +70,31 @@ def test_other_heads_same_logits(config_class, model_class):
     assert_same_logits(model, padded_batch(tokenizer))
 
 
+def test_bfloat16_close_to_unchanged(bert_teacher):
+    tokenizer = AutoTokenizer.from_pretrained(bert_teacher)
+    batch = padded_batch(tokenizer)
+    model = AutoModelForSequenceClassification.from_pretrained(bert_teacher, dtype=torch.bfloat16).eval()
+    unchanged = copy.deepcopy(model)
+    assert run_last_layer_on_first_token(model)
+    with torch.no_grad():
+        expected = unchanged(**batch).logits.float()
+        logits = model(**batch).logits
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), expected, atol=2e-2, rtol=0)
+
+
+def test_autocast_same_as_without(bert_teacher):
+    tokenizer = AutoTokenizer.from_pretrained(bert_teacher)
+    batch = padded_batch(tokenizer)
+    model = AutoModelForSequenceClassification.from_pretrained(bert_teacher).eval()
+    unchanged = copy.deepcopy(model)
+    assert run_last_layer_on_first_token(model)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = unchanged(**batch).logits.float()
+        logits = model(**batch).logits.float()
+    torch.testing.assert_close(logits, expected, atol=2e-2, rtol=0)
+
+
 def test_last_layer_returns_first_position(bert_teacher):
     tokenizer = AutoTokenizer.from_pretrained(bert_teacher)
     model = AutoModelForSequenceClassification.from_pretrained(bert_teacher).eval()

@@ -16,7 +16,7 @@ from zsdistill.teacher import PairScorer, build_hypotheses, find_nli_label_ids, 
 TEMPLATE = "This text is about {}."
 
 
-def make_scorer(teacher_dir, compile_teacher, class_names=CLASS_NAMES, batch_size=3):
+def make_scorer(teacher_dir, compile_teacher, class_names=CLASS_NAMES, batch_size=3, matmul_attention=None):
     config, tokenizer = load_config_and_tokenizer(str(teacher_dir), "teacher")
     model = load_teacher(str(teacher_dir))
     hypotheses = build_hypotheses(TEMPLATE, class_names)
@@ -29,6 +29,7 @@ def make_scorer(teacher_dir, compile_teacher, class_names=CLASS_NAMES, batch_siz
         batch_size,
         64,
         compile_teacher=compile_teacher,
+        matmul_attention=matmul_attention,
     )
 
 
@@ -45,10 +46,12 @@ def test_compile_choice(choice, pairs, expected):
     assert should_compile_teacher(choice, pairs) is expected
 
 
-def test_compiled_teacher_matches_uncompiled(bert_teacher):
-    eager = make_scorer(bert_teacher, compile_teacher=False)
-    compiled = make_scorer(bert_teacher, compile_teacher=True)
+@pytest.mark.parametrize("matmul_attention", [False, True], ids=["sdpa", "matmul"])
+def test_compiled_teacher_matches_uncompiled(bert_teacher, matmul_attention):
+    eager = make_scorer(bert_teacher, compile_teacher=False, matmul_attention=False)
+    compiled = make_scorer(bert_teacher, compile_teacher=True, matmul_attention=matmul_attention)
     assert compiled.compiled_model is not None
+    assert compiled.matmul_attention is matmul_attention
 
     # Batches of several lengths and sizes run through the one compiled graph, including a batch of one pair: the
     # first text's 4 pairs go in batches of 3 and 1.
