@@ -123,6 +123,19 @@ def test_output_dir_with_files(tmp_path):
     check_output_dir(tmp_path, overwrite=True)
 
 
+def test_output_dir_without_resume_hint(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InputError) as error:
+        check_output_dir(tmp_path, overwrite=False, can_resume=False)
+    assert "--overwrite_output_dir" in str(error.value)
+    assert "--resume_from_checkpoint" not in str(error.value)
+
+
+def test_output_dir_model_directory(tmp_path):
+    with pytest.raises(InputError, match="whose files this run would replace"):
+        check_output_dir(tmp_path, overwrite=True, model_paths=(str(tmp_path),))
+
+
 def test_output_dir_empty_or_new(tmp_path):
     check_output_dir(tmp_path, overwrite=False)
     check_output_dir(tmp_path / "new", overwrite=False)
@@ -177,6 +190,19 @@ def test_cli_output_dir_error_before_models(tmp_path, capsys):
     (tmp_path / "out" / "model.safetensors").write_text("")
     assert run_cli(tmp_path) == 2
     assert "already contains files" in capsys.readouterr().err
+
+
+def test_teacher_command_output_dir_hint(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.safetensors").write_text("")
+    data_file = write_lines(tmp_path / "texts.txt", NEWS_TEXTS)
+    class_file = write_lines(tmp_path / "classes.txt", CLASS_NAMES)
+    argv = ["teacher", "--data_file", str(data_file), "--class_names_file", str(class_file)]
+    argv += ["--output_dir", str(tmp_path / "out"), "--teacher_name_or_path", str(tmp_path / "never_loaded")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "already contains files" in error
+    assert "--resume_from_checkpoint" not in error
 
 
 def test_cli_missing_data_file(tmp_path, capsys):

@@ -15,6 +15,7 @@ from zsdistill.models import (
 from zsdistill.soft_labels import soft_labels_from_logits
 from zsdistill.teacher import (
     NLILabelIds,
+    PairScorer,
     build_hypotheses,
     check_hypotheses_fit,
     find_nli_label_ids,
@@ -289,6 +290,23 @@ def test_token_budget_keeps_scores(bert_teacher, max_tokens):
         Accelerator(cpu=True), model, tokenizer, NEWS_TEXTS, hypotheses, label_ids, 16, 64, max_tokens=max_tokens
     )
     torch.testing.assert_close(logits.entailment, expected.entailment, atol=1e-5, rtol=0)
+
+
+def test_pairs_over_token_budget_warned_once(bert_teacher, caplog):
+    config, tokenizer = load_config_and_tokenizer(str(bert_teacher), "teacher")
+    hypotheses = build_hypotheses(TEMPLATE, CLASS_NAMES)
+    model = load_teacher(str(bert_teacher))
+    scorer = PairScorer(
+        Accelerator(cpu=True), model, tokenizer, hypotheses, find_nli_label_ids(config), 16, 64, max_tokens=3
+    )
+    with caplog.at_level("WARNING"):
+        first = scorer.score(NEWS_TEXTS[:2])
+        scorer.score(NEWS_TEXTS[2:4])
+    warnings = [record.message for record in caplog.records if "--teacher_max_tokens 3" in record.message]
+    assert len(warnings) == 1
+    assert f"{2 * len(CLASS_NAMES)} of {2 * len(CLASS_NAMES)} pairs are longer" in warnings[0]
+    expected = run_teacher(bert_teacher, NEWS_TEXTS[:2], CLASS_NAMES, batch_size=1)
+    torch.testing.assert_close(first[..., 0], expected.entailment, atol=1e-5, rtol=0)
 
 
 def test_out_of_memory_halves_batch(bert_teacher, caplog):

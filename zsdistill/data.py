@@ -490,12 +490,14 @@ def check_output_dir(
     model_paths: tuple[str, ...] = (),
     reusable: tuple[str, ...] = (),
     resuming: bool = False,
+    can_resume: bool = True,
 ) -> None:
     """Check the output directory without changing anything on disk.
 
     Raise InputError if it is a file, is one of the local `model_paths`, or contains files while neither `overwrite`
     nor `resuming` is set. A resumed run continues the run whose files are there. Entries named in `reusable`, the
-    saved work that any run reuses, do not count as files.
+    saved work that any run reuses, do not count as files. `can_resume` is whether the command takes
+    --resume_from_checkpoint, which the error then suggests.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -503,16 +505,21 @@ def check_output_dir(
     for model_path in model_paths:
         if Path(model_path).exists() and path.resolve() == Path(model_path).resolve():
             raise InputError(
-                f"--output_dir {path} is the directory of the model {model_path}, whose files the student would "
+                f"--output_dir {path} is the directory of the model {model_path}, whose files this run would "
                 f"replace. Choose another directory."
             )
     other_entries = [entry.name for entry in path.iterdir() if entry.name not in reusable] if path.is_dir() else []
     if other_entries and not (overwrite or resuming):
+        listed = ", ".join(sorted(other_entries)[:3]) + (", ..." if len(other_entries) > 3 else "")
+        if can_resume:
+            fixes = (
+                "pass --overwrite_output_dir to write over them, or pass --resume_from_checkpoint latest to continue "
+                "the run saved there"
+            )
+        else:
+            fixes = "or pass --overwrite_output_dir to write over them"
         raise InputError(
-            f"--output_dir {path} already contains files ({', '.join(sorted(other_entries)[:3])}"
-            f"{', ...' if len(other_entries) > 3 else ''}). Choose an empty or new directory, pass "
-            f"--overwrite_output_dir to write over them, or pass --resume_from_checkpoint latest to continue the run "
-            f"saved there."
+            f"--output_dir {path} already contains files ({listed}). Choose an empty or new directory, {fixes}."
         )
 
 

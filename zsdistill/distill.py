@@ -148,6 +148,7 @@ def check_inputs(args: argparse.Namespace, train: bool = True) -> RunSetup:
         model_paths,
         reusable=TEACHER_CACHE_ENTRIES,
         resuming=getattr(args, "resume_from_checkpoint", None) is not None,
+        can_resume=hasattr(args, "resume_from_checkpoint"),
     )
     # A softmax over a single class is always 1.0, so one class is scored and trained per class, as multi-label.
     multi_label = getattr(args, "multi_label", False) or len(class_names) == 1

@@ -26,7 +26,7 @@ _CONTRADICTION_NAMES = ("contradiction", "not_entailment", "non_entailment", "no
 # Padded lengths are rounded up to a multiple of this, which leaves fewer distinct batch shapes, so the kernels that
 # oneDNN and cuBLAS choose per shape are reused more often, at the cost of a few padding tokens. A multiple of 16
 # makes PyTorch's CPU attention kernel faster, but the extra padding costs the matrix products as much. With
-# zsdistill's matmul attention the lengths are not rounded: that made the compiled pass about 2% faster.
+# zsdistill's matmul attention the lengths are not rounded, because that made the compiled pass about 2% faster.
 PAD_MULTIPLE = 8
 
 
@@ -240,6 +240,8 @@ class PairScorer:
         # Seconds of the first compiled batch, almost all of them compiling, or None until that batch has run.
         self.compile_seconds = None
         self.pairs_scored = 0
+        # Whether the warning about pairs longer than max_tokens was given, so that later chunks do not repeat it.
+        self._warned_max_tokens = False
         self.padded_tokens = 0
         self.real_tokens = 0
 
@@ -252,6 +254,14 @@ class PairScorer:
         """
         encodings = tokenize_pairs(self.tokenizer, texts, self.hypotheses, self.max_length)
         lengths = [len(ids) for ids in encodings["input_ids"]]
+        if self.max_tokens is not None and max(lengths, default=0) > self.max_tokens and not self._warned_max_tokens:
+            self._warned_max_tokens = True
+            over = sum(length > self.max_tokens for length in lengths)
+            logger.warning(
+                f"{over:,} of {len(lengths):,} pairs are longer than --teacher_max_tokens {self.max_tokens:,} (the "
+                f"longest has {max(lengths):,} tokens), so each of them runs in a batch of its own. Raise "
+                f"--teacher_max_tokens to at least the longest pair to batch them."
+            )
         while True:
             logits = self._score_encoded(encodings, lengths, on_step, lambda pair: texts[pair // len(self.hypotheses)])
             if logits is not None:
