@@ -6,6 +6,7 @@ from transformers import AutoConfig, pipeline
 
 from zsdistill.data import InputError
 from zsdistill.models import (
+    cpu_has,
     load_config_and_tokenizer,
     load_teacher,
     max_input_length,
@@ -331,6 +332,17 @@ def test_out_of_memory_halves_batch(bert_teacher, caplog):
     assert "retrying with 2 pairs per batch" in caplog.text
     expected = run_teacher(bert_teacher, NEWS_TEXTS, CLASS_NAMES)
     torch.testing.assert_close(logits.entailment, expected.entailment, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("supported", [False, True])
+def test_cpu_has_follows_torch_check(monkeypatch, supported):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: supported, raising=False)
+    assert cpu_has("_is_amx_tile_supported") is supported
+
+
+def test_cpu_has_missing_check_false(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_has("_is_amx_tile_supported") is False
 
 
 @pytest.mark.parametrize(

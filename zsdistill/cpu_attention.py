@@ -13,6 +13,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, bidirectional_mask_function, eager_mask
 
+from zsdistill.models import cpu_has
+
 # The name under which transformers' attention and mask registries hold this implementation.
 MATMUL_ATTENTION = "zsdistill_matmul"
 
@@ -90,13 +92,11 @@ def prefers_matmul_attention(device: torch.device, dtype: torch.dtype, compiled:
     compiled bfloat16 pass ran 1% to 4% faster with it in paired runs, and 2% more without rounding the padded
     length. Uncompiled, its separate steps made the pass 16% slower, and in float32 the fused kernel was as fast.
     NOTE: on CPUs with AMX, the fused kernel runs its products on the matrix units, and the two were not compared
-    there. The check is a private torch function (present in torch 2.13). Without it, every CPU counts as one
-    without AMX.
+    there. Without torch's AMX check, every CPU counts as one without AMX.
     """
     if device.type != "cpu" or not compiled or dtype not in (torch.bfloat16, torch.float16):
         return False
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return not (check is not None and check())
+    return not cpu_has("_is_amx_tile_supported")
 
 
 def use_matmul_attention(model: torch.nn.Module) -> bool:

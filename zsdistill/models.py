@@ -140,6 +140,16 @@ def max_input_length(tokenizer: PreTrainedTokenizerBase, config: PretrainedConfi
     return limit
 
 
+def cpu_has(check_name: str) -> bool:
+    """Return the result of the CPU feature check `check_name` of `torch.cpu`, or False where torch lacks it.
+
+    NOTE: these checks (`_is_avx512_bf16_supported`, `_is_amx_tile_supported`, `_is_amx_fp16_supported`) are
+    private torch functions, present in torch 2.13, and a later release may drop them.
+    """
+    check = getattr(torch.cpu, check_name, None)
+    return check is not None and bool(check())
+
+
 def resolve_teacher_dtype(name: str, device: torch.device) -> torch.dtype:
     """Return the dtype for the teacher's weights: the one named, or for "auto" bfloat16 where the device supports
     it natively (GPUs with bfloat16 arithmetic, CPUs with AVX-512 BF16 or AMX) and float32 elsewhere.
@@ -149,17 +159,21 @@ def resolve_teacher_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu":
-        # NOTE: these checks are private torch functions (present in torch 2.13). Without them the CPU gets float32.
-        checks = [getattr(torch.cpu, check, None) for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        return torch.bfloat16 if any(check is not None and check() for check in checks) else torch.float32
+        # Without torch's checks, the CPU gets float32.
+        native = cpu_has("_is_avx512_bf16_supported") or cpu_has("_is_amx_tile_supported")
+        return torch.bfloat16 if native else torch.float32
     return torch.float32
 
 
 def warn_if_float16_is_slow(dtype: torch.dtype, device: torch.device) -> None:
     """Log a warning when the teacher would run in float16 on a CPU without float16 matrix units (AMX-FP16)."""
-    # NOTE: the check is a private torch function (present in torch 2.13). Without it the warning is always given.
-    check = getattr(torch.cpu, "_is_amx_fp16_supported", None)
-    if dtype == torch.float16 and device.type == "cpu" and not (check is not None and check()) and _is_first_process():
+    # Without torch's check, the warning is always given.
+    if (
+        dtype == torch.float16
+        and device.type == "cpu"
+        and not cpu_has("_is_amx_fp16_supported")
+        and _is_first_process()
+    ):
         logger.warning(
             "--teacher_dtype float16: this CPU has no AMX-FP16, and without it float16 can run several times slower "
             "than float32 (it did on a 2-core AMD EPYC). Use --teacher_dtype bfloat16 or auto."

@@ -148,7 +148,7 @@ def plan_batches(
     return [batches[start : start + num_processes] for start in range(0, len(batches), num_processes)]
 
 
-def padded_length(length: int, multiple: int = PAD_MULTIPLE) -> int:
+def padded_length(length: int, multiple: int) -> int:
     """Return `length` rounded up to a multiple of `multiple`."""
     return -(-length // multiple) * multiple
 
@@ -240,10 +240,10 @@ class PairScorer:
         # Seconds of the first compiled batch, almost all of them compiling, or None until that batch has run.
         self.compile_seconds = None
         self.pairs_scored = 0
-        # Whether the warning about pairs longer than max_tokens was given, so that later chunks do not repeat it.
-        self._warned_max_tokens = False
         self.padded_tokens = 0
         self.real_tokens = 0
+        # Whether the warning about pairs longer than max_tokens was given, so that later chunks do not repeat it.
+        self._warned_max_tokens = False
 
     def score(self, texts: list[str], on_step: Callable[[int], None] | None = None) -> torch.Tensor:
         """Return the logits of every pair of `texts`, shape (len(texts), K, C), float32, on the CPU, in input order.
@@ -254,12 +254,13 @@ class PairScorer:
         """
         encodings = tokenize_pairs(self.tokenizer, texts, self.hypotheses, self.max_length)
         lengths = [len(ids) for ids in encodings["input_ids"]]
-        if self.max_tokens is not None and max(lengths, default=0) > self.max_tokens and not self._warned_max_tokens:
+        longest = max(lengths, default=0)
+        if self.max_tokens is not None and longest > self.max_tokens and not self._warned_max_tokens:
             self._warned_max_tokens = True
             over = sum(length > self.max_tokens for length in lengths)
             logger.warning(
                 f"{over:,} of {len(lengths):,} pairs are longer than --teacher_max_tokens {self.max_tokens:,} (the "
-                f"longest has {max(lengths):,} tokens), so each of them runs in a batch of its own. Raise "
+                f"longest has {longest:,} tokens), so each of them runs in a batch of its own. Raise "
                 f"--teacher_max_tokens to at least the longest pair to batch them."
             )
         while True:
